@@ -1,0 +1,51 @@
+"""One error type for bad input, with messages that name the source and the problem.
+
+Checks live next to the data they guard; this module only gives them a shared vocabulary so
+users can ``except mixseg_lite.InputError`` and see one readable line instead of a traceback
+from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """Bad input: wrong shape, labels out of range, missing file or modality, corrupt data."""
+
+
+def _where(source: str | None) -> str:
+    return f"{source}: " if source else ""
+
+
+def check_label_values(labels, num_classes: int, source: str | None = None,
+                       allow_unlabelled: bool = False) -> None:
+    """Raise :class:`InputError` unless every label is in ``0..num_classes-1``.
+
+    ``allow_unlabelled`` also accepts :data:`mixseg_lite.UNLABELLED` (weak masks).
+    """
+    from mixseg_lite import UNLABELLED
+
+    values = np.unique(np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels))
+    valid = (values >= 0) & (values < num_classes)
+    if allow_unlabelled:
+        valid |= values == UNLABELLED
+    if not valid.all():
+        bad = values[~valid][:5].tolist()
+        allowed = f"0..{num_classes - 1}" + (f" or {UNLABELLED} (unlabelled)" if allow_unlabelled else "")
+        raise InputError(f"{_where(source)}label values {bad} outside the class range {allowed}")
+
+
+def check_same_spatial_shape(image_shape, mask_shape, source: str | None = None) -> None:
+    """Raise :class:`InputError` when an image's trailing spatial shape differs from its mask's."""
+    image_shape, mask_shape = tuple(image_shape), tuple(mask_shape)
+    n = len(mask_shape)
+    if image_shape[-n:] != mask_shape:
+        raise InputError(
+            f"{_where(source)}mask shape {mask_shape} differs from image shape {image_shape}")
+
+
+def check_nonempty(n: int, what: str, source: str | None = None) -> None:
+    """Raise :class:`InputError` when a batch or dataset is empty."""
+    if n == 0:
+        raise InputError(f"{_where(source)}empty {what}: nothing to process")
