@@ -1,0 +1,154 @@
+"""Losses of mixed supervision with a teacher and a student branch (REFERENCE A).
+
+Shapes: ``logits`` are ``(B, C, H, W)``; integer masks are ``(B, H, W)`` with values ``0..C-1``
+(and :data:`mixseg_lite.UNLABELLED` in weak masks). Every loss returns a scalar tensor averaged
+over pixels, so its weight does not depend on the image size.
+
+The full objective of the method is::
+
+    L = L_s(teacher, full masks) + L_w(student, labelled pixels)
+      + lambda_kd * KL(p_teacher.detach() || p_student) + lambda_ent * H(p_student)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mixseg_lite import UNLABELLED
+from mixseg_lite.errors import InputError, check_label_values
+
+
+def _check_logits(logits: torch.Tensor, name: str = "logits") -> None:
+    if logits.ndim != 4:
+        raise InputError(f"{name} must be (B, C, H, W), got shape {tuple(logits.shape)}")
+    if logits.shape[0] == 0:
+        raise InputError(f"empty batch: {name} has shape {tuple(logits.shape)}")
+
+
+def _check_target(logits: torch.Tensor, target: torch.Tensor, allow_unlabelled: bool) -> None:
+    _check_logits(logits)
+    if target.shape != logits.shape[:1] + logits.shape[2:]:
+        raise InputError(f"mask shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: "
+                         f"expected {tuple(logits.shape[:1] + logits.shape[2:])}")
+    if target.dtype.is_floating_point:
+        raise InputError(f"mask must hold integer class indices, got dtype {target.dtype}")
+    check_label_values(target, logits.shape[1], "mask", allow_unlabelled=allow_unlabelled)
+
+
+def supervised_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.0) -> torch.Tensor:
+    """``L_s``: cross-entropy over all pixels, optionally plus ``dice_weight`` times :func:`dice_loss`.
+
+    Args:
+        logits: ``(B, C, H, W)``.
+        target: ``(B, H, W)`` int64, every pixel labelled.
+    """
+    _check_target(logits, target, allow_unlabelled=False)
+    loss = F.cross_entropy(logits, target)
+    if dice_weight:
+        loss = loss + dice_weight * dice_loss(logits, target)
+    return loss
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bool = False,
+              eps: float = 1e-5) -> torch.Tensor:
+    """Soft Dice loss ``1 - mean_k (2 sum p_k q_k + eps) / (sum p_k + sum q_k + eps)``.
+
+    ``p = softmax(logits)``, ``q`` the one-hot target; sums run over the batch and all pixels,
+    the mean over classes (foreground only unless ``include_background``).
+
+    Args:
+        logits: ``(B, C, H, W)``.
+        target: ``(B, H, W)`` int64, every pixel labelled.
+    """
+    _check_target(logits, target, allow_unlabelled=False)
+    probs = logits.softmax(dim=1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (0, 2, 3)
+    dice = (2 * (probs * onehot).sum(dims) + eps) / (probs.sum(dims) + onehot.sum(dims) + eps)
+    if not include_background:
+        dice = dice[1:]
+    return 1 - dice.mean()
+
+
+def partial_cross_entropy(logits: torch.Tensor, weak_target: torch.Tensor,
+                          ignore_index: int = UNLABELLED) -> torch.Tensor:
+    """``L_w``: cross-entropy averaged over labelled pixels only.
+
+    ``L_w = -1/|Omega_L| sum_{i in Omega_L} log p_{i, y_i}``, where ``Omega_L`` is the set of pixels
+    whose label is not ``ignore_index``. Returns 0 (still differentiable) when no pixel is labelled,
+    where plain cross-entropy would give NaN.
+
+    Args:
+        logits: ``(B, C, H, W)``.
+        weak_target: ``(B, H, W)`` int64 with class indices or ``ignore_index``.
+    """
+    _check_target(logits, weak_target, allow_unlabelled=True)
+    labelled = weak_target != ignore_index
+    if not labelled.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, weak_target, ignore_index=ignore_index)
+
+
+def pixel_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy per pixel ``H(p) = -sum_k p_k log p_k``, ``(B, C, H, W) -> (B, H, W)``.
+
+    Computed from ``log_softmax`` so that ``p_k -> 0`` gives ``0 * (-large)`` without NaN.
+    """
+    _check_logits(logits)
+    log_p = logits.log_softmax(dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Mean pixel Shannon entropy of the softmax, ``mean_i H(p_i)``; ``(B, C, H, W) -> scalar``.
+
+    Its gradient with respect to the logits is ``dH/dz_k = -p_k (log p_k + H)``.
+    """
+    return pixel_entropy(logits).mean()
+
+
+def kl_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """Teacher-to-student distillation ``T^2 * mean_i KL(p_t || p_s)``.
+
+    ``p_t = softmax(teacher_logits / T)`` is detached here, so no gradient ever reaches the
+    teacher through this loss; ``p_s = softmax(student_logits / T)``. The ``T^2`` factor keeps the
+    gradient scale independent of the temperature (Hinton et al., 2015). The KL is summed over
+    classes and averaged over pixels; it is 0 exactly when the two distributions are equal.
+
+    Args:
+        student_logits, teacher_logits: ``(B, C, H, W)``.
+    """
+    _check_logits(student_logits, "student_logits")
+    if teacher_logits.shape != student_logits.shape:
+        raise InputError(f"teacher logits {tuple(teacher_logits.shape)} and student logits "
+                         f"{tuple(student_logits.shape)} differ in shape")
+    if temperature <= 0:
+        raise InputError(f"temperature must be positive, got {temperature}")
+    log_p_t = (teacher_logits.detach() / temperature).log_softmax(dim=1)
+    log_p_s = (student_logits / temperature).log_softmax(dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+    return temperature**2 * kl.mean()
+
+
+def pseudo_mask_loss(logits: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    """Cross-entropy against the network's own detached argmax (the pseudo-mask).
+
+    ``L_pm = mean_{i: max_k p_ik > tau} -log p_{i, argmax_k p_ik}``. Per pixel this equals the
+    min-entropy ``-log max_k p_k``, a lower bound of the Shannon entropy; its logit gradient is
+    ``p_k - onehot_k``. Pixels below the confidence ``threshold`` (if given) are ignored; returns 0
+    when none is left.
+
+    Args:
+        logits: ``(B, C, H, W)``.
+        threshold: optional confidence ``tau`` in ``[0, 1)``.
+    """
+    _check_logits(logits)
+    probs = logits.detach().softmax(dim=1)
+    confidence, pseudo = probs.max(dim=1)
+    if threshold is not None:
+        pseudo = torch.where(confidence > threshold, pseudo, torch.full_like(pseudo, UNLABELLED))
+    if not (pseudo != UNLABELLED).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, pseudo, ignore_index=UNLABELLED)
