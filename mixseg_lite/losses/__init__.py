@@ -9,3 +9,4 @@ from mixseg_lite.losses.mixed import (  # noqa: F401
     pseudo_mask_loss,
     supervised_loss,
 )
+from mixseg_lite.losses.cam import class_kl, classification_loss, cross_modal_equivariance_loss, equivariance_loss  # noqa: F401,E501

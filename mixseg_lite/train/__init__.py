@@ -1,3 +1,11 @@
 """Training loops: mixed supervision (REFERENCE A) and tag supervision with CAMs (REFERENCE B)."""
 
-from mixseg_lite.train.mixed import METHODS, MixedConfig, train_mixed  # noqa: F401
+from mixseg_lite.train.mixed import (  # noqa: F401
+    METHODS,
+    MixedConfig,
+    evaluate_mixed,
+    predict_volumes,
+    run_mixed_ablation,
+    train_mixed,
+)
+from mixseg_lite.train.cam import CAM_METHODS, CAMConfig, CAMResult, evaluate_cam, train_cam, train_supervised  # noqa: F401,E501

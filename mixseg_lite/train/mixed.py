@@ -54,7 +54,7 @@ class MixedConfig:
 
     method: str = "kl_ent"
     epochs: int = 10
-    steps_per_epoch: int | None = None  # default: enough steps to see every weak slice once
+    steps_per_epoch: int | None = None  # default: enough steps to see every D_w slice once
     batch_size: int = 8                 # slices per group (D_s and D_w) per step
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -145,7 +145,9 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
     step_model = torch.compile(model) if config.compile else model
 
-    n_main = len(weak_ds) if weak_ds is not None else len(full_ds)
+    # Every ablation row takes the same number of steps, sized by D_w, so rows differ only in
+    # their losses, not in how long they trained.
+    n_main = max(len(full_ds), sum(v.num_slices for v in weak))
     steps = config.steps_per_epoch or max(1, math.ceil(n_main / config.batch_size))
     full_batches = _cycle_batches(len(full_ds), config.batch_size, sampler_gen)
     weak_batches = _cycle_batches(len(weak_ds), config.batch_size, sampler_gen) if weak_ds is not None else None
@@ -292,3 +294,21 @@ def evaluate_mixed(result: TrainResult, volumes: list[Volume]) -> list[dict]:
                      "hd95_mm": summary["mean"]["hd95_mm"]["mean"], "hd95_std": summary["mean"]["hd95_mm"]["std"],
                      "per_class": {c: {m: s["mean"] for m, s in v.items()} for c, v in summary["per_class"].items()}})
     return rows
+
+
+def run_mixed_ablation(methods: list[str], full: list[Volume], weak: list[Volume], test: list[Volume],
+                       config: MixedConfig | None = None, val: list[Volume] | None = None,
+                       **overrides) -> tuple[list[dict], dict[str, TrainResult]]:
+    """Train one model per ablation row with otherwise identical settings and evaluate it on ``test``.
+
+    Returns the result rows of :func:`evaluate_mixed` for every method (teacher and student
+    branches where the student is trained) and the :class:`TrainResult` of each method.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    rows, results = [], {}
+    for method in methods:
+        results[method] = train_mixed(full, weak, val, config, method=method, **overrides)
+        rows += evaluate_mixed(results[method], test)
+    return rows, results

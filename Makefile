@@ -1,0 +1,49 @@
+# The two commands a newcomer needs: `make demo` (run every notebook, print the results table)
+# and `make test` (unit tests + notebook checks). Both set up everything they need first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/mixseg-lite
+STAMP := $(VENV)/.installed
+ATLAS := /usr/share/mricron/templates/aal.nii.gz
+# CPU-only torch for these machines and CI; a user installing with pip elsewhere gets a normal torch.
+CONSTRAINTS ?= constraints-cpu.txt
+
+.PHONY: setup system-deps demo test notebooks check bench sweeps clean
+
+setup: $(STAMP) system-deps
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e ".[notebooks,test,distributed]"
+	@touch $(STAMP)
+
+# The real atlas (REFERENCE D) comes from the Debian/Ubuntu package mricron-data.
+system-deps:
+	@if [ ! -f $(ATLAS) ]; then \
+	  if command -v apt-get >/dev/null; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mricron-data >/dev/null; \
+	  else \
+	    echo "warning: install the Debian/Ubuntu package mricron-data for the atlas dataset" >&2; \
+	  fi; \
+	fi
+
+demo: setup
+	$(CLI) demo --out runs/demo
+
+test: setup
+	$(PY) -m pytest tests notebooks --nbval-lax -q -p no:cacheprovider
+
+# Re-execute every notebook source into its committed .ipynb twin (papermill, default parameters).
+notebooks: setup
+	$(CLI) build
+
+check: setup
+	$(CLI) check
+
+bench: setup
+	$(PY) benchmarks/bench.py
+
+clean:
+	rm -rf runs notebooks/outputs .pytest_cache

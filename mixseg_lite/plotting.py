@@ -1,0 +1,62 @@
+"""Figures shared by the notebooks: label overlays, prediction grids, training curves."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+
+from mixseg_lite import UNLABELLED
+
+# Background transparent; foreground classes in colour-blind friendly hues (Okabe-Ito).
+CLASS_COLOURS = ["#00000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+
+
+def label_cmap(num_classes: int) -> ListedColormap:
+    """Colour map for integer masks: class 0 transparent, others distinct colours."""
+    colours = (CLASS_COLOURS * (num_classes // len(CLASS_COLOURS) + 1))[:num_classes]
+    return ListedColormap(colours)
+
+
+def show_overlay(ax, image: np.ndarray, mask: np.ndarray | None = None, num_classes: int = 4,
+                 title: str | None = None, alpha: float = 0.55) -> None:
+    """Draw a grey image ``(H, W)`` with an integer mask ``(H, W)`` on top; unlabelled pixels clear."""
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    if mask is not None:
+        shown = np.ma.masked_where((mask == 0) | (mask == UNLABELLED), mask)
+        ax.imshow(shown, cmap=label_cmap(num_classes), vmin=0, vmax=num_classes - 1,
+                  alpha=alpha, interpolation="nearest")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+def show_predictions(volume, predictions: dict[str, np.ndarray], slices: list[int], title: str | None = None):
+    """Grid: one row per slice; columns = image, ground truth, then each named prediction ``(Z, H, W)``."""
+    names = ["image", "ground truth"] + list(predictions)
+    fig, axes = plt.subplots(len(slices), len(names), figsize=(1.9 * len(names), 1.9 * len(slices)),
+                             squeeze=False)
+    for row, z in zip(axes, slices):
+        image = volume.image[0, z]
+        show_overlay(row[0], image, None, volume.num_classes, "image" if z == slices[0] else None)
+        show_overlay(row[1], image, volume.label[z], volume.num_classes, "ground truth" if z == slices[0] else None)
+        for ax, (name, pred) in zip(row[2:], predictions.items()):
+            show_overlay(ax, image, pred[z], volume.num_classes, name if z == slices[0] else None)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(logs: dict[str, list[dict]], key: str, ylabel: str | None = None, ax=None):
+    """One line per run: ``logs[name]`` is a per-epoch list of dicts holding ``key``."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    for name, log in logs.items():
+        epochs = [r["epoch"] for r in log if key in r]
+        ax.plot(epochs, [r[key] for r in log if key in r], label=name, marker=".")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel or key)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
