@@ -62,6 +62,7 @@ class MixedConfig:
     lambda_ent: float = 0.1             # [choose]; also weights the pseudo-mask term
     temperature: float = 1.0            # [choose]
     pseudo_threshold: float | None = None
+    ramp_up_epochs: int = 0             # [choose] entropy/pseudo weight grows linearly over these epochs
     entropy_on_full: bool = False
     dice_weight: float = 0.0            # L_s = CE + dice_weight * Dice
     weak_kind: str = "seeds"
@@ -73,6 +74,7 @@ class MixedConfig:
     amp: bool = False                   # bfloat16 autocast on CPU, float16 + GradScaler on CUDA
     channels_last: bool = False
     compile: bool = False
+    select_best: bool = True            # return the weights of the best validation epoch
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -96,12 +98,20 @@ class TrainResult:
     branches: tuple[str, ...] = ("teacher", "student")
 
 
-def _cycle_batches(n: int, batch_size: int, generator: torch.Generator):
-    """Endless stream of index batches: shuffled passes over ``range(n)``."""
-    while True:
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch_size):
-            yield order[start:start + batch_size]
+def _batch_stream(n: int, batch_size: int, seed: int, stream: int, skip: int = 0):
+    """Endless index batches (shuffled passes over ``range(n)``), the first ``skip`` dropped."""
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
+
+    def batches():
+        while True:
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, batch_size):
+                yield order[start:start + batch_size]
+
+    it = batches()
+    for _ in range(skip):
+        next(it)
+    return it
 
 
 def reported_branches(method: str) -> tuple[str, ...]:
@@ -118,9 +128,11 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
         full: volumes of ``D_s`` (full masks).
         weak: volumes of ``D_w`` (their full masks are only used to derive weak labels, except
             for ``upper_bound``, which trains on them as full masks).
-        val: volumes evaluated after every epoch (mean foreground Dice per branch in the log).
+        val: volumes evaluated after every epoch (mean foreground Dice per branch in the log); with
+            ``config.select_best`` the returned model has the weights of the best epoch on them.
         config: a :class:`MixedConfig`; keyword ``overrides`` replace its fields.
-        checkpoint: file written after every epoch (model, optimiser, sampler state, log).
+        checkpoint: file written atomically after every epoch (model, optimiser, batch counts, log,
+            best weights so far).
         resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
 
     Returns:
@@ -131,7 +143,7 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
     terms = config.terms
     if terms["student"] and not weak:
         raise InputError(f"method {config.method!r} needs weakly labelled volumes (D_w is empty)")
-    sampler_gen = seed_everything(config.seed)
+    seed_everything(config.seed)
     device = pick_device(config.device)
 
     full_ds = SliceDataset(full + weak if terms["all_full"] else full, weak_kind=config.weak_kind,
@@ -147,34 +159,32 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
 
     # Every ablation row takes the same number of steps, sized by D_w, so rows differ only in
     # their losses, not in how long they trained.
-    n_main = max(len(full_ds), sum(v.num_slices for v in weak))
+    n_main = sum(v.num_slices for v in weak) or len(full_ds)
     steps = config.steps_per_epoch or max(1, math.ceil(n_main / config.batch_size))
-    full_batches = _cycle_batches(len(full_ds), config.batch_size, sampler_gen)
-    weak_batches = _cycle_batches(len(weak_ds), config.batch_size, sampler_gen) if weak_ds is not None else None
-
     log: list[dict] = []
     start_epoch = 0
+    best_score, best_state = -math.inf, None
+    full_cursor = weak_cursor = 0  # batches drawn so far from each stream
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = _load_checkpoint(checkpoint, device)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
-        sampler_gen.set_state(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         log, start_epoch = state["log"], state["epoch"]
-        # The batch streams are generators; rebuild them from the restored sampler state.
-        full_batches = _cycle_batches(len(full_ds), config.batch_size, sampler_gen)
-        weak_batches = _cycle_batches(len(weak_ds), config.batch_size, sampler_gen) if weak_ds is not None else None
-        for _ in range(state["full_cursor"]):
-            next(full_batches)
-        for _ in range(state["weak_cursor"]):
-            next(weak_batches)
-    full_cursor = weak_cursor = 0
+        best_score, best_state = state["best_score"], state["best_state"]
+        full_cursor, weak_cursor = state["full_cursor"], state["weak_cursor"]
+    # Each stream has its own generator, so a resumed run replays exactly the same batches.
+    full_batches = _batch_stream(len(full_ds), config.batch_size, config.seed, 0, full_cursor)
+    weak_batches = (_batch_stream(len(weak_ds), config.batch_size, config.seed, 1, weak_cursor)
+                    if weak_ds is not None else None)
 
     autocast = _autocast(device, config.amp)
     bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.method}", disable=not config.progress,
                initial=start_epoch, total=config.epochs)
     for epoch in bar:
         model.train()
+        # Entropy sharpens whatever the student predicts, so it waits until KL has made that sensible.
+        confidence_weight = config.lambda_ent * min(1.0, epoch / config.ramp_up_epochs) if config.ramp_up_epochs else config.lambda_ent
         sums: dict[str, float] = {}
         for _ in range(steps):
             full_idx = next(full_batches)
@@ -199,9 +209,9 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
                     if terms["kd"]:
                         losses["kd"] = config.lambda_kd * kl_distillation(student, teacher.float(), config.temperature)
                     if terms["ent"]:
-                        losses["ent"] = config.lambda_ent * entropy_loss(unlabelled_part)
+                        losses["ent"] = confidence_weight * entropy_loss(unlabelled_part)
                     if terms["pseudo"]:
-                        losses["pseudo"] = config.lambda_ent * pseudo_mask_loss(unlabelled_part, config.pseudo_threshold)
+                        losses["pseudo"] = confidence_weight * pseudo_mask_loss(unlabelled_part, config.pseudo_threshold)
                 total = sum(losses.values())
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
@@ -214,11 +224,15 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
             for branch, dice in validation_dice(model, val, device, config.method).items():
                 record[f"val_dice_{branch}"] = dice
         log.append(record)
+        score = record.get(f"val_dice_{reported_branches(config.method)[-1]}")
+        if config.select_best and score is not None and score > best_score:
+            best_score, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, model, optimiser, sampler_gen, log, epoch + 1,
-                             full_cursor + (state["full_cursor"] if start_epoch else 0),
-                             weak_cursor + (state["weak_cursor"] if start_epoch else 0))
+            _save_checkpoint(checkpoint, model, optimiser, log, epoch + 1, full_cursor, weak_cursor,
+                             best_score, best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, config, log, reported_branches(config.method))
 
@@ -238,14 +252,28 @@ def _to_device(tensor: torch.Tensor, device: torch.device, channels_last: bool =
     return tensor.contiguous(memory_format=torch.channels_last) if channels_last else tensor
 
 
-def _save_checkpoint(path, model, optimiser, sampler_gen, log, epoch, full_cursor, weak_cursor) -> None:
+def _save_checkpoint(path, model, optimiser, log, epoch, full_cursor, weak_cursor,
+                     best_score, best_state) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                "sampler": sampler_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "log": log, "epoch": epoch, "full_cursor": full_cursor, "weak_cursor": weak_cursor}, tmp)
+                "torch_rng": torch.get_rng_state(),
+                "log": log, "epoch": epoch, "full_cursor": full_cursor, "weak_cursor": weak_cursor,
+                "best_score": best_score, "best_state": best_state}, tmp)
     tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
+
+
+def _load_checkpoint(path, device) -> dict:
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise InputError(f"{path}: cannot read checkpoint ({type(error).__name__}: {error}); "
+                         "delete it or pass resume=False to start afresh") from error
+    missing = {"model", "optimiser", "log", "epoch", "full_cursor", "weak_cursor"} - set(state)
+    if missing:
+        raise InputError(f"{path}: not a mixseg-lite training checkpoint (missing {sorted(missing)})")
+    return state
 
 
 @torch.no_grad()

@@ -1,0 +1,186 @@
+"""The ``mixseg-lite`` command line: run, build and check notebooks; demo, sweep and report.
+
+Examples::
+
+    mixseg-lite run notebooks/01_mixed_supervision.py -p epochs 3 -f params.yaml -o runs/try
+    mixseg-lite build                      # re-execute every notebooks/NN_*.py into its twin
+    mixseg-lite check                      # exit 1 when a twin is out of sync with its source
+    mixseg-lite demo                       # every notebook at defaults + a results table
+    mixseg-lite sweep experiments/ablation.yaml --workers 2
+    mixseg-lite sweep experiments/ablation.yaml --scheduler tcp://node17:8786
+    mixseg-lite report runs/ablation
+
+Also ``python -m mixseg_lite.cli ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from mixseg_lite.errors import InputError
+from mixseg_lite.notebooks import NotebookExecutionError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _command_run(args: argparse.Namespace) -> int:
+    from mixseg_lite.notebooks import execute_notebook, parse_parameter_value
+    from mixseg_lite.report import read_run, rows_markdown
+
+    notebook = Path(args.notebook)
+    out = Path(args.out) if args.out else Path("runs") / notebook.stem
+    parameters = {name: parse_parameter_value(value) for name, value in args.parameter or []}
+    executed = execute_notebook(notebook, out, parameters=parameters, parameter_file=args.file,
+                                progress=True)
+    print(f"executed notebook: {executed}")
+    if (out / "metrics.json").is_file():
+        print(rows_markdown([read_run(out / "metrics.json")]))
+    return EXIT_OK
+
+
+def _selected_notebooks(names: Sequence[str] | None) -> list[Path]:
+    from mixseg_lite.notebooks import list_notebooks
+
+    notebooks = [Path(name) for name in names] if names else list_notebooks()
+    if not notebooks:
+        raise InputError("no notebooks/NN_*.py sources found (run from the project root)")
+    return notebooks
+
+
+def _command_build(args: argparse.Namespace) -> int:
+    from mixseg_lite.notebooks import build_twin
+
+    failures = 0
+    for source in _selected_notebooks(args.notebooks):
+        started = time.perf_counter()
+        try:
+            twin = build_twin(source, progress=True)
+            print(f"{source} -> {twin}  ({time.perf_counter() - started:.1f} s)")
+        except NotebookExecutionError as error:
+            failures += 1
+            print(f"FAILED {error}  ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _command_check(args: argparse.Namespace) -> int:
+    from mixseg_lite.notebooks import check_twin
+
+    sources = _selected_notebooks(args.notebooks)
+    problems = [problem for source in sources for problem in check_twin(source)]
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s); rebuild with `mixseg-lite build`", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"all {len(sources)} notebook twins are in sync with their sources")
+    return EXIT_OK
+
+
+def _command_demo(args: argparse.Namespace) -> int:
+    from mixseg_lite.notebooks import execute_notebook
+    from mixseg_lite.report import read_runs, rows_markdown
+
+    out = Path(args.out)
+    failures = 0
+    for source in _selected_notebooks(args.notebooks):
+        started = time.perf_counter()
+        try:
+            execute_notebook(source, out / source.stem, progress=True)
+            print(f"{source}: done in {time.perf_counter() - started:.1f} s")
+        except NotebookExecutionError as error:
+            failures += 1
+            print(f"FAILED {error}", file=sys.stderr)
+    if any(out.rglob("metrics.json")):
+        table = rows_markdown(read_runs(out))
+        (out / "results.md").write_text(table, encoding="utf-8")
+        print(table)
+        print(f"table written to {out / 'results.md'}")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _command_sweep(args: argparse.Namespace) -> int:
+    from mixseg_lite.sweep import run_sweep
+
+    summary = run_sweep(args.sweep_file, workers=args.workers, force=args.force,
+                        scheduler=args.scheduler, out=args.out)
+    print(summary)
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _command_report(args: argparse.Namespace) -> int:
+    from mixseg_lite.report import write_report
+
+    paths = write_report(args.rundir)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    print("written: " + ", ".join(str(path) for path in paths.values()))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mixseg-lite`` with its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="mixseg-lite", description="Execute, check and sweep the mixseg-lite notebooks.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="execute one notebook with parameters")
+    run.add_argument("notebook", help="a notebooks/NN_name.py source (or an .ipynb)")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="set a parameter; VALUE is read as YAML (3 -> int, true -> bool)")
+    run.add_argument("-f", "--file", help="YAML file of parameters (-p values override it)")
+    run.add_argument("-o", "--out", help="output folder (default: runs/<notebook stem>)")
+    run.set_defaults(handler=_command_run)
+
+    build = commands.add_parser("build", help="re-execute sources into their committed twins")
+    build.add_argument("notebooks", nargs="*", help="sources (default: notebooks/NN_*.py)")
+    build.set_defaults(handler=_command_build)
+
+    check = commands.add_parser("check", help="fail when a twin is out of sync with its source")
+    check.add_argument("notebooks", nargs="*", help="sources (default: notebooks/NN_*.py)")
+    check.set_defaults(handler=_command_check)
+
+    demo = commands.add_parser("demo", help="every notebook at defaults, then a results table")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    demo.add_argument("--notebooks", nargs="+", help="sources (default: notebooks/NN_*.py)")
+    demo.set_defaults(handler=_command_demo)
+
+    sweep = commands.add_parser("sweep", help="execute the runs of a sweep file (resumable)")
+    sweep.add_argument("sweep_file", help="YAML sweep file (see mixseg_lite.sweep)")
+    sweep.add_argument("--workers", type=int, default=1,
+                       help="parallel notebook processes on this machine (default: 1)")
+    sweep.add_argument("--force", action="store_true", help="re-execute finished runs too")
+    sweep.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="run on this Dask scheduler instead (needs mixseg-lite[distributed])")
+    sweep.add_argument("--out", help="output folder (default: the sweep file's 'out')")
+    sweep.set_defaults(handler=_command_sweep)
+
+    report = commands.add_parser("report", help="results.csv/.md/.png from a run folder")
+    report.add_argument("rundir", help="folder holding metrics.json files (a sweep, a demo)")
+    report.set_defaults(handler=_command_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mixseg-lite`` with ``argv`` (default: the command line); return the exit status.
+
+    0 on success, 1 when a notebook or run failed, 2 for bad input (one line on stderr).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except InputError as error:
+        print(f"mixseg-lite {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"mixseg-lite {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NotebookExecutionError as error:  # one readable line; the notebook is kept
+        print(f"mixseg-lite {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

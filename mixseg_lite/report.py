@@ -1,0 +1,265 @@
+"""Result tables and charts from the ``metrics.json`` files that notebooks write.
+
+Every notebook writes ``{"rows": [{"method": ..., <numbers>...}], "params": {...}}`` to its
+``output_dir``. :func:`collect_metrics` flattens every such file below a folder (a sweep, a demo,
+a single run) into one row per metrics row, tagged with the notebook and the run's parameters;
+:func:`write_report` turns them into ``results.csv``, a Markdown table of mean ± std over seeds,
+and a bar chart.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from mixseg_lite.errors import InputError
+
+METRICS_FILE = "metrics.json"
+STATUS_FILE = "status.json"
+SEED_PARAMETER = "seed"
+# Parameters that say where or how fast a run went, not what it computed.
+UNINFORMATIVE_PARAMETERS = {"output_dir", "num_threads"}
+# Row keys that name what a row is about even when their values are numbers (class 1, 2, ...).
+IDENTIFIER_KEYS = ("method", "branch", "modality", "class", "label", "structure", "region")
+
+
+@dataclass
+class RunMetrics:
+    """One ``metrics.json``: the notebook that wrote it, the run's parameters and its rows."""
+
+    path: Path
+    notebook: str
+    params: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from None
+
+
+def _notebook_name(metrics_path: Path, status: dict[str, Any], rundir: Path | None) -> str:
+    """The notebook that wrote a metrics file: from status.json, else the executed notebook
+    beside it, else (last resort) the first folder below ``rundir`` (``<stem>/<run>/``)."""
+    if status.get("notebook"):
+        return str(status["notebook"])
+    executed = sorted(metrics_path.parent.glob("*.ipynb"))
+    if executed:
+        return executed[0].stem
+    if rundir is not None and len(metrics_path.relative_to(rundir).parts) > 2:
+        return metrics_path.relative_to(rundir).parts[0]
+    return metrics_path.parent.name
+
+
+def read_run(metrics_path: str | Path, rundir: str | Path | None = None) -> RunMetrics:
+    """Read one ``metrics.json`` with the ``status.json`` a sweep may have left beside it.
+
+    ``rundir``, the folder being reported on, helps name the notebook when nothing else does.
+    """
+    metrics_path = Path(metrics_path)
+    metrics = _read_json(metrics_path)
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("rows"), list):
+        raise InputError(f"{metrics_path}: expected {{\"rows\": [...], \"params\": {{...}}}}")
+    status_path = metrics_path.parent / STATUS_FILE
+    status = _read_json(status_path) if status_path.is_file() else {}
+    status = status if isinstance(status, dict) else {}
+    params = {**(metrics.get("params") or {}), **(status.get("params") or {})}
+    params = {key: value for key, value in params.items() if key not in UNINFORMATIVE_PARAMETERS}
+    rows = [row for row in metrics["rows"] if isinstance(row, dict)]
+    name = _notebook_name(metrics_path, status, Path(rundir) if rundir is not None else None)
+    return RunMetrics(metrics_path, name, params, rows)
+
+
+def read_runs(rundir: str | Path) -> list[RunMetrics]:
+    """Every ``metrics.json`` below ``rundir`` (sorted by path); none -> :class:`InputError`."""
+    rundir = Path(rundir)
+    if not rundir.is_dir():
+        raise InputError(f"{rundir}: no such run folder")
+    paths = sorted(rundir.rglob(METRICS_FILE))
+    if not paths:
+        raise InputError(f"{rundir}: no {METRICS_FILE} below this folder")
+    return [read_run(path, rundir) for path in paths]
+
+
+def collect_metrics(rundir: str | Path) -> list[dict[str, Any]]:
+    """One flat dict per metrics row below ``rundir``: notebook, run parameters (incl. seed), row.
+
+    A row's own values win over a parameter of the same name (a notebook comparing several
+    methods reports each row's ``method``).
+    """
+    return [{"notebook": run.notebook, **run.params, **row}
+            for run in read_runs(rundir) for row in run.rows]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _ordered_keys(rows: Iterable[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def _columns(runs: list[RunMetrics]) -> tuple[list[str], list[str]]:
+    """``(group columns, value columns)``: what identifies a row, and the numbers to average.
+
+    Group columns: notebook, the row's identifiers (method, branch or modality, any text value),
+    then the parameters that differ between runs other than the seed. Value columns: the rows'
+    other numbers.
+    """
+    row_keys = _ordered_keys(row for run in runs for row in run.rows)
+    identifiers = [key for key in row_keys
+                   if key in IDENTIFIER_KEYS
+                   or any(not _is_number(row.get(key)) and row.get(key) is not None
+                          for run in runs for row in run.rows)]
+    identifiers.sort(key=lambda key: IDENTIFIER_KEYS.index(key) if key in IDENTIFIER_KEYS
+                     else len(IDENTIFIER_KEYS))
+    values = [key for key in row_keys if key not in identifiers]
+    varying = [key for key in _ordered_keys(run.params for run in runs)
+               if key != SEED_PARAMETER and key not in row_keys
+               and len({json.dumps(run.params.get(key), sort_keys=True, default=str)
+                        for run in runs}) > 1]
+    return ["notebook", *identifiers, *varying], values
+
+
+def _finite_or_inf(values: Iterable[Any]) -> list[float]:
+    """Numbers to average; missing values and NaN (e.g. an undefined HD95) are left out."""
+    return [float(value) for value in values if _is_number(value) and not math.isnan(value)]
+
+
+def summarize(rows: list[dict[str, Any]], group_columns: list[str],
+              value_columns: list[str]) -> list[dict[str, Any]]:
+    """Mean, sample std (ddof=1) and count per group, in first-seen group order.
+
+    Each result holds the group columns, ``n`` (rows in the group) and, per value column,
+    ``(mean, std, count)`` where std is None for fewer than 2 values.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = tuple(json.dumps(row.get(column), default=str) for column in group_columns)
+        groups.setdefault(key, []).append(row)
+    summary = []
+    for members in groups.values():
+        entry: dict[str, Any] = {column: members[0].get(column) for column in group_columns}
+        entry["n"] = len(members)
+        for column in value_columns:
+            numbers = _finite_or_inf(member.get(column) for member in members)
+            mean = statistics.fmean(numbers) if numbers else math.nan
+            std = statistics.stdev(numbers) if len(numbers) > 1 else None
+            entry[column] = (mean, std, len(numbers))
+        summary.append(entry)
+    return summary
+
+
+def _number(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _mean_std_cell(statistic: tuple[float, float | None, int], n: int) -> str:
+    mean, std, count = statistic
+    if count == 0:
+        return "-"
+    cell = f"{_number(mean)} ± {'-' if std is None else _number(std)}"
+    return cell if count == n else f"{cell} (n={count})"
+
+
+def _markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
+
+
+def _text(value: Any) -> str:
+    """A reported number rounded for reading; anything else as is."""
+    if value is None:
+        return ""
+    return _number(value) if isinstance(value, float) else str(value)
+
+
+def _label(value: Any) -> str:
+    """A group value exactly as given: lr 0.001 and 0.0001 must stay apart."""
+    return "" if value is None else str(value)
+
+
+def summary_markdown(summary: list[dict[str, Any]], group_columns: list[str],
+                     value_columns: list[str]) -> str:
+    """Markdown table: group columns, ``n``, then ``mean ± std`` per value column."""
+    header = [*group_columns, "n", *(f"{column} (mean ± std)" for column in value_columns)]
+    body = [[*(_label(entry[column]) for column in group_columns), str(entry["n"]),
+             *(_mean_std_cell(entry[column], entry["n"]) for column in value_columns)]
+            for entry in summary]
+    return _markdown(header, body)
+
+
+def rows_markdown(runs: list[RunMetrics]) -> str:
+    """Markdown table of the rows as reported (no averaging): notebook, identifiers, numbers."""
+    group_columns, value_columns = _columns(runs)
+    identifiers = [column for column in group_columns if column != "notebook"
+                   and any(column in row for run in runs for row in run.rows)]
+    header = ["notebook", *identifiers, *value_columns]
+    body = [[run.notebook, *(_text(row.get(column)) for column in [*identifiers, *value_columns])]
+            for run in runs for row in run.rows]
+    return _markdown(header, body)
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=_ordered_keys(rows), restval="")
+        writer.writeheader()
+        writer.writerows({key: json.dumps(value) if isinstance(value, (list, dict)) else value
+                          for key, value in row.items()} for row in rows)
+
+
+def _finite_or_nan(value: float) -> float:
+    return value if math.isfinite(value) else math.nan
+
+
+def _write_chart(summary: list[dict[str, Any]], group_columns: list[str],
+                 value_columns: list[str], path: Path) -> None:
+    """One bar panel per value column (stacked), one bar per group, std as error bars."""
+    # Figure + Agg canvas directly: pyplot would switch the backend of a notebook calling us.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = [column for column in group_columns
+             if len({json.dumps(entry[column], default=str) for entry in summary}) > 1]
+    labels = [" / ".join(_label(entry[column]) for column in shown) or "all" for entry in summary]
+    panels = max(len(value_columns), 1)
+    width = min(max(6.0, 0.5 * len(labels) + 2.0), 24.0)
+    figure = Figure(figsize=(width, 3.5 * panels), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, column in enumerate(value_columns):
+        axes = figure.add_subplot(panels, 1, index + 1)
+        # An infinite HD95 (empty prediction) cannot be drawn: leave that bar out.
+        means = [_finite_or_nan(entry[column][0]) for entry in summary]
+        errors = [_finite_or_nan(entry[column][1] or 0.0) for entry in summary]
+        axes.bar(range(len(labels)), means, yerr=errors, capsize=4, color="tab:blue", alpha=0.8)
+        axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        axes.set_title(f"{column} (mean ± std)")
+    figure.savefig(path, dpi=100)
+
+
+def write_report(rundir: str | Path) -> dict[str, Path]:
+    """Write ``results.csv``, ``results.md`` and ``results.png`` into ``rundir``; return their paths.
+
+    ``results.md`` holds mean ± std (sample std, ddof=1; "-" for a single seed) over seeds per
+    notebook / method / branch or modality / varying parameter, with the count ``n``.
+    """
+    rundir = Path(rundir)
+    runs = read_runs(rundir)
+    rows = [{"notebook": run.notebook, **run.params, **row} for run in runs for row in run.rows]
+    group_columns, value_columns = _columns(runs)
+    summary = summarize(rows, group_columns, value_columns)
+    paths = {"csv": rundir / "results.csv", "markdown": rundir / "results.md",
+             "png": rundir / "results.png"}
+    _write_csv(rows, paths["csv"])
+    paths["markdown"].write_text(summary_markdown(summary, group_columns, value_columns),
+                                 encoding="utf-8")
+    _write_chart(summary, group_columns, value_columns, paths["png"])
+    return paths

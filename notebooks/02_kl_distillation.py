@@ -1,0 +1,182 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Teacher-to-student KL distillation under mixed supervision
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/mixseg-lite/mixseg-lite/blob/main/notebooks/02_kl_distillation.ipynb)
+# [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/mixseg-lite/mixseg-lite/main?labpath=notebooks%2F02_kl_distillation.ipynb)
+#
+# **Learning goals**
+# 1. Set up mixed supervision: a few fully labelled volumes (`D_s`) and many weakly labelled ones
+#    (`D_w`, seeds eroded from each structure), one shared encoder, a teacher and a student decoder.
+# 2. Reproduce the ablation of Liu et al. (MedIA 2023): lower bound, weak only, + KL, + entropy,
+#    + KL + entropy (the method), KL + pseudo-masks, upper bound; teacher and student separately.
+# 3. Evaluate the right way: predictions restacked into 3-D volumes, Dice and HD95 **in mm** per
+#    volume and class (the original code reported HD95 in voxels), mean (std) over volumes.
+# 4. Check which of the paper's claims hold on our data, and say so when one does not.
+#
+# **Time to run:** about 80 s on a 2-core CPU at the default parameters.
+#
+# **Data:** a *simulated* cardiac short-axis MRI dataset (`mixseg_lite.data.cardiac_sim`), not ACDC;
+# notebook 04 trains on real data when you have it.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# On Colab only: fetch and install mixseg-lite (Binder and local installs already have it).
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/mixseg-lite/mixseg-lite", "/content/mixseg-lite"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/mixseg-lite"], check=True)
+    os.chdir("/content/mixseg-lite/notebooks")
+
+# %% tags=["parameters"]
+seed = 0
+num_threads = 2
+output_dir = "outputs/02_kl_distillation"
+image_size = 64
+n_volumes = 24
+n_slices = 8
+split_sizes = {"full": 3, "weak": 12, "val": 3, "test": 6}
+weak_kind = "seeds"
+methods = ["lower_bound", "weak_only", "kl", "ent", "kl_ent", "pseudo", "upper_bound"]
+epochs = 15
+batch_size = 8
+learning_rate = 0.002
+base_width = 8
+depth = 3
+# Our choices (the paper does not publish them): loss weights, KL temperature, pseudo-mask threshold.
+lambda_kd = 10.0
+lambda_ent = 0.03
+temperature = 1.0
+pseudo_threshold = None
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+import mixseg_lite
+from mixseg_lite.data.cardiac_sim import make_cardiac_volumes
+from mixseg_lite.data.slices import SliceDataset, split_volumes
+from mixseg_lite.plotting import plot_curves, show_overlay, show_predictions
+from mixseg_lite.results import format_table, write_metrics
+from mixseg_lite.train import MixedConfig, predict_volumes, run_mixed_ablation
+
+device = mixseg_lite.setup_notebook(seed, num_threads)
+params = {k: v for k, v in globals().items() if k in {
+    "seed", "num_threads", "output_dir", "image_size", "n_volumes", "n_slices", "split_sizes", "weak_kind",
+    "methods", "epochs", "batch_size", "learning_rate", "base_width", "depth", "lambda_kd", "lambda_ent",
+    "temperature", "pseudo_threshold"}}
+
+# %% [markdown]
+# ## 1. Data: full masks for a few volumes, seeds for the rest
+#
+# Each foreground structure of a `D_w` slice is eroded 10 times with a 3x3 square (fewer when it
+# would vanish), leaving a seed inside it. **Background is never labelled**: a student trained on
+# seeds alone sees only foreground pixels.
+
+# %%
+volumes = make_cardiac_volumes(n_volumes, n_slices, image_size, seed=seed)
+splits = split_volumes(volumes, split_sizes, seed=seed)
+weak_view = SliceDataset(splits["weak"][:1], weak_kind=weak_kind, weak_seed=seed)
+z = 2
+fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
+show_overlay(axes[0], weak_view.images[z, 0].numpy(), None, title="simulated image")
+show_overlay(axes[1], weak_view.images[z, 0].numpy(), weak_view.labels[z].numpy(), title="full mask (D_s only)")
+show_overlay(axes[2], weak_view.images[z, 0].numpy(), weak_view.weak[z].numpy(), title=f"weak: {weak_kind}")
+fig.tight_layout()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+labelled = (weak_view.weak != mixseg_lite.UNLABELLED).float().mean().item()
+print({name: len(v) for name, v in splits.items()}, "simulated volumes;", sum(v.num_slices for v in volumes), "slices")
+print(f"fraction of D_w pixels carrying a weak label: {labelled:.3f}")
+
+# %% [markdown]
+# ## 2. The ablation
+#
+# All rows use the same network, data, optimiser and number of steps; only the loss changes.
+# For the bounds only the teacher is trained, so only the teacher is reported.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+config = MixedConfig(epochs=epochs, batch_size=batch_size, lr=learning_rate, lambda_kd=lambda_kd,
+                     lambda_ent=lambda_ent, temperature=temperature, pseudo_threshold=pseudo_threshold,
+                     weak_kind=weak_kind, base_width=base_width, depth=depth, seed=seed)
+rows, results = run_mixed_ablation(methods, splits["full"], splits["weak"], splits["test"], config,
+                                   val=splits["val"])
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("Simulated cardiac test volumes: 3-D Dice and HD95 (mm), mean (std) over",
+      len(splits["test"]), "volumes, averaged over RV, myocardium and LV")
+print(format_table(rows, ["method", "branch", "dice", "dice_std", "hd95_mm", "hd95_std"]))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+class_rows = [{"method": r["method"], "branch": r["branch"],
+               **{f"dice {c}": v["dice"] for c, v in r["per_class"].items()}} for r in rows]
+print(format_table(class_rows, list(class_rows[0])))
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+plot_curves({m: r.log for m, r in results.items()}, "val_dice_teacher", "validation Dice (teacher)", axes[0])
+plot_curves({m: r.log for m, r in results.items() if r.branches == ("teacher", "student")},
+            "val_dice_student", "validation Dice (student)", axes[1])
+fig.tight_layout()
+
+# %%
+test_volume = splits["test"][0]
+shown = {}
+for method in ("lower_bound", "weak_only", "kl", "kl_ent", "upper_bound"):
+    if method in results:
+        branch = results[method].branches[-1]
+        shown[f"{method} ({branch})"] = predict_volumes(results[method].model, [test_volume])[branch][0]
+fig = show_predictions(test_volume, shown, slices=[1, 4], title="Predictions on a simulated test volume")
+
+# %% [markdown]
+# ## 3. Which of the paper's claims hold here?
+#
+# The cell below tests each claim of the paper on this run and prints whether it holds. The
+# assertions after it check only orderings that must hold for the method to be working at all
+# (with tolerances); the paper's finer claims are reported, not forced. On the default run,
+# read the printed verdicts: a claim printed as `False` does **not** hold on our simulated data at
+# these settings, and we leave it that way rather than tune it away.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+dice = {(r["method"], r["branch"]): r["dice"] for r in rows}
+claims = {}
+if {"kl", "ent", "kl_ent"} <= set(methods):
+    claims["KL+Ent student beats KL alone"] = dice[("kl_ent", "student")] > dice[("kl", "student")]
+    claims["KL+Ent student beats Ent alone"] = dice[("kl_ent", "student")] > dice[("ent", "student")]
+if {"ent", "weak_only"} <= set(methods):
+    claims["Ent without KL collapses (no better than weak only + 0.05)"] = (
+        dice[("ent", "student")] < dice[("weak_only", "student")] + 0.05)
+if {"kl_ent", "pseudo"} <= set(methods):
+    claims["entropy beats pseudo-masks (student)"] = dice[("kl_ent", "student")] > dice[("pseudo", "student")]
+if "kl_ent" in methods:
+    claims["student outperforms teacher (KL+Ent)"] = dice[("kl_ent", "student")] > dice[("kl_ent", "teacher")]
+for claim, holds in claims.items():
+    print(f"{claim:<60} {holds}")
+
+# %%
+if {"lower_bound", "upper_bound"} <= set(methods):
+    assert dice[("upper_bound", "teacher")] > dice[("lower_bound", "teacher")] - 0.02, "full labels should help"
+if {"kl_ent", "weak_only"} <= set(methods):
+    assert dice[("kl_ent", "student")] > dice[("weak_only", "student")] + 0.2, "KL must rescue the seed-only student"
+if {"kl", "weak_only"} <= set(methods):
+    assert dice[("kl", "student")] > dice[("weak_only", "student")] + 0.2
+
+# %%
+write_metrics(output_dir, [{k: r[k] for k in ("method", "branch", "dice", "dice_std", "hd95_mm", "hd95_std")}
+                           for r in rows], params)
