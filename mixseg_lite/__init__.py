@@ -9,6 +9,15 @@ UNLABELLED = 255
 __version__ = "0.1.0"
 
 from mixseg_lite.errors import InputError  # noqa: E402
-from mixseg_lite.runtime import pick_device, seed_everything, setup_notebook  # noqa: E402
 
-__all__ = ["UNLABELLED", "InputError", "pick_device", "seed_everything", "setup_notebook"]
+_RUNTIME = {"pick_device", "seed_everything", "setup_notebook"}
+__all__ = ["UNLABELLED", "InputError", *sorted(_RUNTIME)]
+
+
+def __getattr__(name: str):
+    # torch is imported only when needed, so the command line starts fast.
+    if name in _RUNTIME:
+        from mixseg_lite import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'mixseg_lite' has no attribute {name!r}")

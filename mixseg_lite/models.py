@@ -130,6 +130,11 @@ class DualBranchUNet(nn.Module):
         features = self.encoder(x)
         return self.teacher(features), self.student(features)
 
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Teacher branch only (skips the student decoder when it is not being trained)."""
+        _check_input(x, self.in_channels, self.depth)
+        return self.teacher(self.encoder(x))
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""

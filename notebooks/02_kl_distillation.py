@@ -43,39 +43,43 @@ if "google.colab" in sys.modules:
 seed = 0
 num_threads = 2
 output_dir = "outputs/02_kl_distillation"
+dataset = "simulated_cardiac"  # or "atlas" (real, Debian package mricron-data); see notebook 04 for more
 image_size = 64
-n_volumes = 24
+n_volumes = 22
 n_slices = 8
-split_sizes = {"full": 3, "weak": 12, "val": 3, "test": 6}
+split_sizes = {"full": 3, "weak": 10, "val": 3, "test": 6}  # None: the dataset's default split
 weak_kind = "seeds"
 methods = ["lower_bound", "weak_only", "kl", "ent", "kl_ent", "pseudo", "upper_bound"]
-epochs = 15
+epochs = 12
 batch_size = 8
 learning_rate = 0.002
 base_width = 8
 depth = 3
-# Our choices (the paper does not publish them): loss weights, KL temperature, pseudo-mask threshold.
+# Our choices (the paper does not publish them): loss weights, KL temperature, pseudo-mask threshold,
+# ramp-up of the entropy weight, and GroupNorm (BatchNorm's running statistics lag the shared encoder).
 lambda_kd = 10.0
-lambda_ent = 0.03
+lambda_ent = 0.1
 temperature = 1.0
 pseudo_threshold = None
+ramp_up_epochs = 4
+norm = "group"
+assert_orderings = True  # sweeps over seeds set False to record every run, whatever its ordering
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
 import mixseg_lite
-from mixseg_lite.data.cardiac_sim import make_cardiac_volumes
-from mixseg_lite.data.slices import SliceDataset, split_volumes
+from mixseg_lite.data.slices import SliceDataset
 from mixseg_lite.plotting import plot_curves, show_overlay, show_predictions
 from mixseg_lite.results import format_table, write_metrics
-from mixseg_lite.train import MixedConfig, predict_volumes, run_mixed_ablation
+from mixseg_lite.train import DATASETS, MixedConfig, load_dataset, predict_volumes, run_mixed_ablation
 
 device = mixseg_lite.setup_notebook(seed, num_threads)
 params = {k: v for k, v in globals().items() if k in {
-    "seed", "num_threads", "output_dir", "image_size", "n_volumes", "n_slices", "split_sizes", "weak_kind",
+    "seed", "num_threads", "output_dir", "dataset", "image_size", "n_volumes", "n_slices", "split_sizes", "weak_kind",
     "methods", "epochs", "batch_size", "learning_rate", "base_width", "depth", "lambda_kd", "lambda_ent",
-    "temperature", "pseudo_threshold"}}
+    "temperature", "pseudo_threshold", "ramp_up_epochs", "norm", "assert_orderings"}}
 
 # %% [markdown]
 # ## 1. Data: full masks for a few volumes, seeds for the rest
@@ -85,12 +89,13 @@ params = {k: v for k, v in globals().items() if k in {
 # seeds alone sees only foreground pixels.
 
 # %%
-volumes = make_cardiac_volumes(n_volumes, n_slices, image_size, seed=seed)
-splits = split_volumes(volumes, split_sizes, seed=seed)
+splits = load_dataset(dataset, image_size=image_size, seed=seed, split=split_sizes,
+                      n_volumes=n_volumes, n_slices=n_slices)
+volumes = [v for group in splits.values() for v in group]
 weak_view = SliceDataset(splits["weak"][:1], weak_kind=weak_kind, weak_seed=seed)
 z = 2
 fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
-show_overlay(axes[0], weak_view.images[z, 0].numpy(), None, title="simulated image")
+show_overlay(axes[0], weak_view.images[z, 0].numpy(), None, title=dataset.replace("_", " "))
 show_overlay(axes[1], weak_view.images[z, 0].numpy(), weak_view.labels[z].numpy(), title="full mask (D_s only)")
 show_overlay(axes[2], weak_view.images[z, 0].numpy(), weak_view.weak[z].numpy(), title=f"weak: {weak_kind}")
 fig.tight_layout()
@@ -98,7 +103,8 @@ fig.tight_layout()
 # %%
 # NBVAL_CHECK_OUTPUT
 labelled = (weak_view.weak != mixseg_lite.UNLABELLED).float().mean().item()
-print({name: len(v) for name, v in splits.items()}, "simulated volumes;", sum(v.num_slices for v in volumes), "slices")
+print(DATASETS[dataset])
+print({name: len(v) for name, v in splits.items()}, "volumes;", sum(v.num_slices for v in volumes), "slices")
 print(f"fraction of D_w pixels carrying a weak label: {labelled:.3f}")
 
 # %% [markdown]
@@ -111,14 +117,15 @@ print(f"fraction of D_w pixels carrying a weak label: {labelled:.3f}")
 # NBVAL_IGNORE_OUTPUT
 config = MixedConfig(epochs=epochs, batch_size=batch_size, lr=learning_rate, lambda_kd=lambda_kd,
                      lambda_ent=lambda_ent, temperature=temperature, pseudo_threshold=pseudo_threshold,
-                     weak_kind=weak_kind, base_width=base_width, depth=depth, seed=seed)
+                     weak_kind=weak_kind, base_width=base_width, depth=depth, norm=norm,
+                     ramp_up_epochs=ramp_up_epochs, seed=seed)
 rows, results = run_mixed_ablation(methods, splits["full"], splits["weak"], splits["test"], config,
                                    val=splits["val"])
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("Simulated cardiac test volumes: 3-D Dice and HD95 (mm), mean (std) over",
-      len(splits["test"]), "volumes, averaged over RV, myocardium and LV")
+print(f"{dataset} test volumes: 3-D Dice and HD95 (mm), mean (std) over {len(splits['test'])} volumes,",
+      "averaged over", ", ".join(splits["test"][0].class_names[1:]))
 print(format_table(rows, ["method", "branch", "dice", "dice_std", "hd95_mm", "hd95_std"]))
 
 # %%
@@ -141,7 +148,8 @@ for method in ("lower_bound", "weak_only", "kl", "kl_ent", "upper_bound"):
     if method in results:
         branch = results[method].branches[-1]
         shown[f"{method} ({branch})"] = predict_volumes(results[method].model, [test_volume])[branch][0]
-fig = show_predictions(test_volume, shown, slices=[1, 4], title="Predictions on a simulated test volume")
+fig = show_predictions(test_volume, shown, slices=[1, test_volume.num_slices // 2],
+                       title=f"Predictions on a {dataset.replace('_', ' ')} test volume")
 
 # %% [markdown]
 # ## 3. Which of the paper's claims hold here?
@@ -170,11 +178,11 @@ for claim, holds in claims.items():
     print(f"{claim:<60} {holds}")
 
 # %%
-if {"lower_bound", "upper_bound"} <= set(methods):
+if assert_orderings and {"lower_bound", "upper_bound"} <= set(methods):
     assert dice[("upper_bound", "teacher")] > dice[("lower_bound", "teacher")] - 0.02, "full labels should help"
-if {"kl_ent", "weak_only"} <= set(methods):
+if assert_orderings and {"kl_ent", "weak_only"} <= set(methods):
     assert dice[("kl_ent", "student")] > dice[("weak_only", "student")] + 0.2, "KL must rescue the seed-only student"
-if {"kl", "weak_only"} <= set(methods):
+if assert_orderings and {"kl", "weak_only"} <= set(methods):
     assert dice[("kl", "student")] > dice[("weak_only", "student")] + 0.2
 
 # %%

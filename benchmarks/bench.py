@@ -1,0 +1,506 @@
+#!/usr/bin/env python
+"""Benchmarks of mixseg-lite: how fast it trains, how much memory it needs, what AMP buys.
+
+Parts (``--only`` picks some, comma-separated; ``make bench`` runs the first four):
+
+* ``step``: time and peak memory of one CPU training step of :class:`DualBranchUNet` (the full
+  ``kl_ent`` loss: supervised CE, partial CE, KL, entropy) on 8x1x128x128 batches, widths 8 and
+  16, depths 3 and 4 (the notebooks' models).
+* ``paper``: the paper's network (dual-decoder UNet, widths 64..1024) on 2x1x256x256 batches, one
+  training step in float32 and in bfloat16 autocast; and whether a fixed short training on the
+  simulated cardiac data reaches the same test Dice in bfloat16 as in float32 (both reported).
+* ``throughput``: slices per second and peak memory of ``train_mixed`` end to end on the CPU.
+* ``notebooks``: wall time and the kernel's peak memory of every ``notebooks/NN_*.py``, each
+  executed with papermill (via jupytext) into a temporary folder.
+* ``gpu`` (``--gpu``): the ACDC-size configuration (simulated cardiac volumes, 256x256, 100
+  patients x 2 phases x 10 slices, widths 64..1024) on CUDA: slices per second, maximum GPU memory
+  and the AMP speed-up. Prints a message and skips when no CUDA device is present.
+
+Every case runs in a fresh subprocess, so peak memory (``ru_maxrss``) never accumulates from one
+case to the next; notebooks run in a wrapper process whose only child is the kernel, whose peak
+is read with ``getrusage(RUSAGE_CHILDREN)``. Timings depend on what else the machine runs: each
+row records the load average, and timings on a busy machine are pessimistic. Results are printed
+as tables and merged into ``benchmarks/results.json`` (one entry per part; parts not run keep
+their previous entry). ``--tiny`` runs every part on tiny settings, to check the script works.
+
+Examples::
+
+    python benchmarks/bench.py                      # step, paper, throughput, notebooks
+    python benchmarks/bench.py --only step,paper
+    python benchmarks/bench.py --gpu                 # the four parts and the GPU part
+    python benchmarks/bench.py --only gpu
+    python benchmarks/bench.py --tiny --only notebooks --notebooks "00_*"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
+PARTS = ("step", "paper", "throughput", "notebooks", "gpu")
+DEFAULT_PARTS = ("step", "paper", "throughput", "notebooks")
+RESULT_MARKER = "BENCH_RESULT "
+DICE_TOLERANCE = 0.02  # |Dice(bf16) - Dice(fp32)| up to this counts as unchanged
+
+
+# ============================================================================ measurement helpers
+
+def _peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
+    """Peak resident memory of this process (or of its largest finished child) in MB."""
+    peak = resource.getrusage(who).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB on Linux
+
+
+def _current_rss_mb() -> float | None:
+    """Resident memory now, in MB (psutil if installed, else /proc; None when neither works)."""
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device, enabled: bool):
+    """Mixed precision as train_mixed does it: float16 on CUDA, bfloat16 elsewhere."""
+    from contextlib import nullcontext
+
+    import torch
+
+    if not enabled:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
+# ============================================================================ cases (run in children)
+
+def case_step(spec: dict) -> dict:
+    """One training step of the dual-branch UNet with the whole kl_ent loss, timed ``steps`` times."""
+    import torch
+
+    from mixseg_lite import UNLABELLED
+    from mixseg_lite.losses import entropy_loss, kl_distillation, partial_cross_entropy, supervised_loss
+    from mixseg_lite.models import DualBranchUNet, count_parameters
+
+    device = torch.device(spec.get("device", "cpu"))
+    torch.manual_seed(0)
+    batch, size, classes = spec["batch"], spec["size"], 4
+    baseline = _current_rss_mb()
+    model = DualBranchUNet(1, classes, spec["base_width"], spec["depth"]).to(device)
+    if spec.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda", enabled=spec.get("amp", False) and device.type == "cuda")
+    images = torch.rand(batch, 1, size, size, device=device)
+    labels = torch.randint(0, classes, (batch, size, size), device=device)
+    weak = torch.where(torch.rand(batch, size, size, device=device) < 0.97, UNLABELLED, labels)
+    n_full = batch // 2  # half D_s, half D_w, as in a train_mixed batch
+    autocast = _autocast(device, spec.get("amp", False))
+
+    def step() -> float:
+        with autocast:
+            teacher, student = model(images)
+            teacher, student = teacher.float(), student.float()
+            loss = (supervised_loss(teacher[:n_full], labels[:n_full]) + partial_cross_entropy(student, weak)
+                    + kl_distillation(student, teacher, 1.0) + 0.1 * entropy_loss(student[n_full:]))
+        optimiser.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        return float(loss)  # waits for the device
+
+    for _ in range(spec.get("warmup", 1)):
+        step()
+    seconds = []
+    for _ in range(spec["steps"]):
+        started = time.perf_counter()
+        step()
+        _synchronize(device)
+        seconds.append(time.perf_counter() - started)
+    median = statistics.median(seconds)
+    return {"parameters_m": round(count_parameters(model) / 1e6, 2), "step_ms": round(1000 * median, 1),
+            "step_ms_min": round(1000 * min(seconds), 1), "slices_per_s": round(batch / median, 1),
+            "baseline_rss_mb": None if baseline is None else round(baseline), "peak_rss_mb": round(_peak_rss_mb())}
+
+
+def _cardiac_splits(spec: dict):
+    from mixseg_lite.data.cardiac_sim import make_cardiac_volumes
+    from mixseg_lite.data.slices import split_volumes
+
+    volumes = make_cardiac_volumes(spec["n_volumes"], spec["n_slices"], spec["size"], seed=0)
+    n = len(volumes)
+    sizes = {"full": max(1, n // 8), "val": max(1, n // 8), "test": max(1, n // 4)}
+    sizes["weak"] = n - sum(sizes.values())
+    return split_volumes(volumes, sizes, seed=0)
+
+
+def case_dice(spec: dict) -> dict:
+    """A fixed short training on simulated hearts, float32 or bfloat16 autocast; test Dice per branch."""
+    from mixseg_lite.train.mixed import evaluate_mixed, train_mixed
+
+    splits = _cardiac_splits(spec)
+    started = time.perf_counter()
+    result = train_mixed(splits["full"], splits["weak"], None, method="kl_ent", epochs=spec["epochs"],
+                         base_width=spec["base_width"], depth=spec["depth"], batch_size=spec["batch"],
+                         amp=spec["amp"], device=spec.get("device", "cpu"), progress=False, seed=0)
+    seconds = time.perf_counter() - started
+    rows = {row["branch"]: row for row in evaluate_mixed(result, splits["test"])}
+    return {"train_s": round(seconds, 1), "dice_teacher": round(rows["teacher"]["dice"], 4),
+            "dice_student": round(rows["student"]["dice"], 4), "peak_rss_mb": round(_peak_rss_mb())}
+
+
+def case_throughput(spec: dict) -> dict:
+    """train_mixed end to end: slices per second (D_s and D_w slices both count) and peak memory."""
+    from mixseg_lite.data.slices import SliceDataset
+    from mixseg_lite.train.mixed import train_mixed
+
+    splits = _cardiac_splits(spec)
+    baseline = _current_rss_mb()
+    # Building the weak labels happens inside train_mixed too; timed alone to report both rates.
+    started = time.perf_counter()
+    SliceDataset(splits["full"], weak_kind="seeds")
+    SliceDataset(splits["weak"], weak_kind="seeds", weak_seed=1)
+    prepare_s = time.perf_counter() - started
+    started = time.perf_counter()
+    train_mixed(splits["full"], splits["weak"], None, method="kl_ent", epochs=spec["epochs"],
+                base_width=spec["base_width"], depth=spec["depth"], batch_size=spec["batch"],
+                device="cpu", amp=spec.get("amp", False), progress=False, seed=0)
+    total_s = time.perf_counter() - started
+    steps = spec["epochs"] * math.ceil(sum(v.num_slices for v in splits["weak"]) / spec["batch"])
+    slices = steps * 2 * spec["batch"]
+    return {"slices": slices, "train_s": round(total_s, 2), "prepare_s": round(prepare_s, 2),
+            "slices_per_s": round(slices / max(total_s - prepare_s, 1e-9), 1),
+            "slices_per_s_end_to_end": round(slices / total_s, 1),
+            "baseline_rss_mb": None if baseline is None else round(baseline), "peak_rss_mb": round(_peak_rss_mb())}
+
+
+def case_notebook(spec: dict) -> dict:
+    """Execute one notebook source with papermill into a temporary folder; this process's only
+    child is the kernel, so RUSAGE_CHILDREN gives the kernel's peak memory."""
+    from mixseg_lite.notebooks import execute_notebook
+
+    with tempfile.TemporaryDirectory(prefix="mixseg-bench-") as out:
+        started = time.perf_counter()
+        error = None
+        try:
+            execute_notebook(spec["path"], out, parameters=spec.get("parameters") or {})
+        except Exception as exc:  # noqa: BLE001 - report, do not stop the other notebooks
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        wall = time.perf_counter() - started
+    return {"wall_s": round(wall, 1), "kernel_peak_rss_mb": round(_peak_rss_mb(resource.RUSAGE_CHILDREN)),
+            "error": error}
+
+
+def case_gpu(spec: dict) -> dict:
+    """ACDC-size training with train_mixed on ``spec["device"]``; the setup cost (weak labels,
+    model, cudnn autotuning) is removed by timing two runs that differ only in their step count."""
+    import torch
+
+    from mixseg_lite.data.cache import load_volumes
+    from mixseg_lite.data.slices import split_volumes
+    from mixseg_lite.train.mixed import train_mixed
+
+    device = torch.device(spec["device"])
+    volumes = load_volumes(Path(spec["data"]))
+    n = len(volumes)
+    full = max(1, round(0.05 * n))  # 10 of 200: the paper's 5 fully labelled patients, both phases
+    splits = split_volumes(volumes, {"full": full, "weak": n - full}, seed=0)
+    options = dict(method="kl_ent", epochs=1, base_width=spec["base_width"], depth=spec["depth"],
+                   batch_size=spec["batch"], amp=spec["amp"], channels_last=spec["channels_last"],
+                   device=str(device), progress=False, seed=0)
+    # An untimed first run pays the one-off costs (CUDA context, kernel selection, allocator growth).
+    train_mixed(splits["full"], splits["weak"], None, steps_per_epoch=1, **options)
+    timings = {}
+    for steps in (spec["steps_short"], spec["steps_long"]):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        _synchronize(device)
+        started = time.perf_counter()
+        train_mixed(splits["full"], splits["weak"], None, steps_per_epoch=steps, **options)
+        _synchronize(device)
+        timings[steps] = time.perf_counter() - started
+    step_s = (timings[spec["steps_long"]] - timings[spec["steps_short"]]) / (spec["steps_long"] - spec["steps_short"])
+    if step_s <= 0:
+        return {"error": "the longer run was not slower: too few steps to separate the setup time (raise --gpu-steps)"}
+    weak_slices = sum(v.num_slices for v in splits["weak"])
+    epoch_steps = math.ceil(weak_slices / spec["batch"])
+    return {"volumes": n, "weak_slices": weak_slices, "step_ms": round(1000 * step_s, 1),
+            "slices_per_s": round(2 * spec["batch"] / step_s, 1), "epoch_s_estimate": round(epoch_steps * step_s, 1),
+            "setup_s": round(timings[spec["steps_short"]] - spec["steps_short"] * step_s, 1),
+            "max_gpu_memory_gb": (round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+                                  if device.type == "cuda" else None),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
+            "peak_rss_mb": round(_peak_rss_mb())}
+
+
+CASES = {"step": case_step, "dice": case_dice, "throughput": case_throughput, "notebook": case_notebook,
+         "gpu": case_gpu}
+
+
+def run_case_here(spec: dict) -> None:
+    """Child side: set the thread count, run one case, print its result as one marked JSON line."""
+    import torch
+
+    torch.set_num_threads(spec.get("threads", 2))
+    load_before = _load()
+    result = CASES[spec["kind"]](spec)
+    result.update({"load_before": load_before, "load_after": _load()})
+    print(RESULT_MARKER + json.dumps(result), flush=True)
+
+
+# ============================================================================ parent side
+
+def run_case(spec: dict, timeout: float) -> dict:
+    """Run one case in a fresh interpreter and return its result (or the error it died with)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--case", json.dumps(spec)]
+    env = dict(os.environ, MIXSEG_STATIC_WIDGETS="1", PYTHONUNBUFFERED="1")
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):])
+    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+    return {"error": tail[0][:300]}
+
+
+def step_specs(args) -> list[dict]:
+    size, steps, warmup = (32, 2, 1) if args.tiny else (128, args.steps, 2)
+    return [{"kind": "step", "label": f"base {w}, depth {d}", "base_width": w, "depth": d, "batch": 8,
+             "size": size, "steps": steps, "warmup": warmup, "threads": args.threads}
+            for w in (8, 16) for d in (3, 4)]
+
+
+def paper_specs(args) -> list[dict]:
+    # --tiny keeps the structure (5 levels) at a width and size a busy CPU finishes in seconds.
+    width, size, steps = (4, 32, 1) if args.tiny else (64, 256, max(2, args.steps // 3))
+    specs = [{"kind": "step", "label": f"paper UNet {'fp32' if not amp else 'bf16 autocast'}", "base_width": width,
+              "depth": 5, "batch": 2, "size": size, "steps": steps, "warmup": 1, "amp": amp, "threads": args.threads}
+             for amp in (False, True)]
+    dice = ({"n_volumes": 6, "n_slices": 2, "size": 32, "base_width": 4, "depth": 2, "epochs": 1, "batch": 4}
+            if args.tiny else {"n_volumes": 24, "n_slices": 8, "size": 64, "base_width": args.dice_width,
+                               "depth": args.dice_depth, "epochs": args.dice_epochs, "batch": 8})
+    specs += [{"kind": "dice", "label": f"Dice after training, {'fp32' if not amp else 'bf16 autocast'}",
+               "amp": amp, "threads": args.threads, **dice} for amp in (False, True)]
+    return specs
+
+
+def throughput_specs(args) -> list[dict]:
+    if args.tiny:
+        settings = [(32, 4, 2, 6, 2, 1)]
+    else:
+        settings = [(64, 8, 3, 24, 8, 2), (128, 16, 4, 24, 8, 1)]
+    return [{"kind": "throughput", "label": f"{s}x{s}, base {w}, depth {d}", "size": s, "base_width": w, "depth": d,
+             "n_volumes": n, "n_slices": z, "epochs": e, "batch": 8, "threads": args.threads}
+            for s, w, d, n, z, e in settings]
+
+
+def notebook_specs(args) -> list[dict]:
+    pattern = args.notebooks or ("00_*.py" if args.tiny else "[0-9][0-9]_*.py")
+    pattern = pattern if pattern.endswith(".py") else pattern + ".py"
+    paths = sorted((ROOT / "notebooks").glob(pattern))
+    return [{"kind": "notebook", "label": p.stem, "path": str(p), "threads": args.threads} for p in paths]
+
+
+def gpu_specs(args, data: Path) -> list[dict]:
+    if args.tiny:
+        model = {"base_width": 8, "depth": 3, "batch": 4, "steps_short": 2, "steps_long": 12}
+    else:
+        model = {"base_width": 64, "depth": 5, "batch": 8, "steps_short": 10, "steps_long": 10 + args.gpu_steps}
+    return [{"kind": "gpu", "label": label, "device": args.gpu_device, "data": str(data), "amp": amp,
+             "channels_last": channels_last, "threads": args.threads, **model}
+            for label, amp, channels_last in (("fp32", False, False), ("amp", True, False),
+                                              ("amp + channels_last", True, True))]
+
+
+def make_gpu_data(args, folder: Path) -> Path:
+    """Simulate the ACDC-size dataset once and store it, so every GPU case loads it instead."""
+    from mixseg_lite.data.cache import save_volumes
+    from mixseg_lite.data.cardiac_sim import make_cardiac_volumes
+
+    n_volumes, n_slices, size = (6, 4, 64) if args.tiny else (200, 10, 256)  # 100 patients x 2 phases
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    save_volumes(make_cardiac_volumes(n_volumes, n_slices, size, seed=0), folder)
+    print(f"simulated {n_volumes} volumes x {n_slices} slices at {size}x{size} in {time.perf_counter() - started:.0f} s")
+    return folder
+
+
+def format_rows(rows: list[dict], columns: list[str]) -> str:
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+        return str(value)
+
+    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+COLUMNS = {
+    "step": ["label", "size", "parameters_m", "step_ms", "slices_per_s", "baseline_rss_mb", "peak_rss_mb", "load_before"],
+    "paper": ["label", "size", "step_ms", "slices_per_s", "dice_teacher", "dice_student", "peak_rss_mb", "load_before"],
+    "throughput": ["label", "slices", "train_s", "prepare_s", "slices_per_s", "slices_per_s_end_to_end",
+                   "peak_rss_mb", "load_before"],
+    "notebooks": ["label", "wall_s", "kernel_peak_rss_mb", "error", "load_before"],
+    "gpu": ["label", "device_name", "step_ms", "slices_per_s", "epoch_s_estimate", "max_gpu_memory_gb", "load_before"],
+}
+
+
+def summarize(part: str, rows: list[dict]) -> dict:
+    """Derived numbers of a part: the AMP speed-ups and whether bfloat16 changed the Dice."""
+    by = {row["label"]: row for row in rows}
+    summary = {}
+    if part == "paper":
+        fp32, bf16 = by.get("paper UNet fp32", {}), by.get("paper UNet bf16 autocast", {})
+        if fp32.get("step_ms") and bf16.get("step_ms"):
+            summary["bf16_speedup"] = round(fp32["step_ms"] / bf16["step_ms"], 2)
+        d32, d16 = by.get("Dice after training, fp32", {}), by.get("Dice after training, bf16 autocast", {})
+        if "dice_student" in d32 and "dice_student" in d16:
+            difference = max(abs(d32[k] - d16[k]) for k in ("dice_teacher", "dice_student"))
+            summary.update({"dice_fp32": {k: d32[k] for k in ("dice_teacher", "dice_student")},
+                            "dice_bf16": {k: d16[k] for k in ("dice_teacher", "dice_student")},
+                            "dice_max_abs_difference": round(difference, 4),
+                            "dice_unchanged": difference <= DICE_TOLERANCE, "dice_tolerance": DICE_TOLERANCE})
+    if part == "gpu":
+        fp32, amp = by.get("fp32", {}), by.get("amp", {})
+        if fp32.get("step_ms") and amp.get("step_ms"):
+            summary["amp_speedup"] = round(fp32["step_ms"] / amp["step_ms"], 2)
+        if by.get("amp + channels_last", {}).get("step_ms") and fp32.get("step_ms"):
+            summary["amp_channels_last_speedup"] = round(fp32["step_ms"] / by["amp + channels_last"]["step_ms"], 2)
+    return summary
+
+
+def metadata(args) -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "threads": args.threads, "tiny": args.tiny,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def run_part(part: str, args) -> dict | None:
+    print(f"\n== {part} ==", flush=True)
+    if part == "gpu":
+        import torch
+
+        if args.gpu_device == "cuda" and not torch.cuda.is_available():
+            message = "no CUDA device: the GPU benchmark needs one (it measures CUDA speed and memory); skipped"
+            print(message)
+            return {"skipped": message, "rows": []}
+        with tempfile.TemporaryDirectory(prefix="mixseg-gpu-data-") as folder:
+            specs = gpu_specs(args, make_gpu_data(args, Path(folder) / "volumes"))
+            rows = _run_specs(specs, args)
+    else:
+        specs = {"step": step_specs, "paper": paper_specs, "throughput": throughput_specs,
+                 "notebooks": notebook_specs}[part](args)
+        if not specs:
+            print("nothing to run")
+            return {"rows": []}
+        rows = _run_specs(specs, args)
+    print(format_rows(rows, COLUMNS[part]))
+    summary = summarize(part, rows)
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    return {"rows": rows, "summary": summary, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _run_specs(specs: list[dict], args) -> list[dict]:
+    rows = []
+    for spec in specs:
+        started = time.perf_counter()
+        result = run_case(spec, args.timeout)
+        row = {k: v for k, v in spec.items() if k not in ("kind", "threads", "path", "data")}
+        row.update(result)
+        rows.append(row)
+        status = f"error: {result['error']}" if result.get("error") else "ok"
+        print(f"  {spec['label']}: {status} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return rows
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help=f"comma-separated parts among {', '.join(PARTS)} "
+                                       f"(default: {', '.join(DEFAULT_PARTS)})")
+    parser.add_argument("--gpu", action="store_true", help="also run the GPU part")
+    parser.add_argument("--tiny", action="store_true", help="tiny settings: checks that every part runs")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per case (default 2)")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per step case")
+    parser.add_argument("--dice-epochs", type=int, default=8, help="epochs of the bf16 Dice check")
+    parser.add_argument("--dice-width", type=int, default=8, help="base width of the bf16 Dice check")
+    parser.add_argument("--dice-depth", type=int, default=3, help="depth of the bf16 Dice check")
+    parser.add_argument("--notebooks", help="glob of notebook sources in notebooks/, e.g. '0[0-2]_*'")
+    parser.add_argument("--gpu-steps", type=int, default=40, help="timed steps per GPU case")
+    parser.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # "cpu": test the GPU code path
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per case")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results file (merged per part)")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case in this process
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.case:
+        run_case_here(json.loads(args.case))
+        return 0
+    parts = [p.strip() for p in args.only.split(",")] if args.only else list(DEFAULT_PARTS) + (["gpu"] if args.gpu else [])
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        print(f"unknown part(s) {unknown}; choose from {PARTS}", file=sys.stderr)
+        return 2
+    previous = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    results = {"meta": metadata(args), "parts": dict(previous.get("parts", {}))}
+    print(f"mixseg-lite benchmarks: {', '.join(parts)}; {results['meta']['cpu_count']} CPUs, "
+          f"{args.threads} torch threads per case, load average {_load()}")
+    failed = False
+    for part in parts:
+        outcome = run_part(part, args)
+        results["parts"][part] = {**outcome, "meta": results["meta"]}
+        failed |= any(row.get("error") for row in outcome.get("rows", []))
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=1) + "\n")  # after every part: partial runs count
+    print(f"\nresults written to {args.output}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

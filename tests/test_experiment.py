@@ -1,0 +1,279 @@
+"""The full-training driver: datasets by name, checkpoints, exact resumption, results on disk.
+
+Models here are tiny (widths 4/8 on 32x32 slices, one or two steps per epoch) so every training
+run takes a second or two even on a busy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from fake_datasets import make_acdc, make_brats, make_decathlon
+
+import mixseg_lite.train.experiment as experiment
+import mixseg_lite.train.mixed as mixed
+from mixseg_lite import InputError
+from mixseg_lite.data.atlas import atlas_dir
+from mixseg_lite.train import load_dataset, run_experiment
+from mixseg_lite.train.experiment import DATASETS, PUBLIC_DATASETS, resolve_split, supported_methods
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {"base_width": 4, "depth": 2, "batch_size": 4, "progress": False, "figures": False}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread: fixed reduction order, and no spinning threads on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cardiac():
+    return load_dataset("simulated_cardiac", image_size=32, n_volumes=7, n_slices=2,
+                        split={"full": 2, "weak": 2, "val": 1, "test": 2})
+
+
+def _weights(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def test_simulated_cardiac_split_by_volume(cardiac):
+    assert {k: len(v) for k, v in cardiac.items()} == {"full": 2, "weak": 2, "val": 1, "test": 2}
+    ids = [v.case_id for vols in cardiac.values() for v in vols]
+    assert len(ids) == len(set(ids)) == 7
+    assert cardiac["full"][0].image.shape == (1, 2, 32, 32)
+
+
+def test_resolve_split_counts_fractions_and_rest():
+    assert resolve_split({"full": 2, "weak": None, "val": 0.1, "test": 0.25}, 20, "x") == \
+        {"full": 2, "weak": 11, "val": 2, "test": 5}
+    assert resolve_split({"full": 1, "test": 0.01}, 10, "x") == {"full": 1, "test": 1}  # at least one
+    with pytest.raises(InputError, match="only 3 are available"):
+        resolve_split({"full": 2, "test": 2}, 3, "x")
+    with pytest.raises(InputError, match="only one split group"):
+        resolve_split({"full": None, "weak": None}, 3, "x")
+    with pytest.raises(InputError, match="must be a count"):
+        resolve_split({"full": "two"}, 3, "x")
+
+
+def test_unknown_dataset_and_missing_data_dir(tmp_path):
+    with pytest.raises(InputError, match="unknown dataset 'mnist'"):
+        load_dataset("mnist")
+    with pytest.raises(InputError, match="set data_dir"):
+        load_dataset("acdc", None)
+    with pytest.raises(InputError, match="/path/to/ACDC: data_dir not found"):
+        load_dataset("acdc", "/path/to/ACDC")
+
+
+def test_acdc_keeps_both_phases_of_a_patient_together_and_caches(tmp_path, monkeypatch):
+    root = make_acdc(tmp_path / "ACDC", num_patients=4)
+    builds = []
+    original = experiment._build_public
+    monkeypatch.setattr(experiment, "_build_public", lambda *a: builds.append(a) or original(*a))
+    kwargs = dict(image_size=16, split={"full": 1, "weak": None, "test": 1}, cache_dir=tmp_path / "cache")
+    splits = load_dataset("acdc", root, **kwargs)
+    assert {k: len(v) for k, v in splits.items()} == {"full": 2, "weak": 4, "val": 0, "test": 2}
+    for vols in splits.values():
+        patients = {v.meta["patient"] for v in vols}
+        assert all(sum(v.meta["patient"] == p for v in vols) == 2 for p in patients)  # ED and ES
+    assert splits["full"][0].image.shape[2:] == (16, 16)
+    assert splits["full"][0].image.max() <= 1.0  # ACDC is min-max scaled, as in the paper
+    load_dataset("acdc", root, **kwargs)
+    assert len(builds) == 1  # the second call came from the cache
+    source = root / "training" / "patient001" / "patient001_frame01_gt.nii.gz"
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
+    load_dataset("acdc", root, **kwargs)
+    assert len(builds) == 2  # a changed source rebuilds the entry
+    assert len(load_dataset("acdc", root, **kwargs, max_cases=2)["weak"]) == 0  # 2 patients: full + test
+
+
+def test_brats_and_prostate_layouts(tmp_path):
+    brats = load_dataset("brats", make_brats(tmp_path / "brats", num_cases=2), image_size=16,
+                         split={"full": 1, "test": 1}, cache=False)
+    assert brats["full"][0].modalities == ("t1", "t2")
+    assert brats["full"][0].class_names == ("background", "whole tumour")
+    prostate = load_dataset("decathlon_prostate", make_decathlon(tmp_path, "Task05_Prostate", 3),
+                            image_size=16, split={"full": 1, "weak": None, "test": 1}, cache=False)
+    assert prostate["weak"][0].modalities == ("T2", "ADC") and prostate["weak"][0].num_classes == 3
+
+
+@pytest.mark.skipif(not (atlas_dir() / "aal.nii.gz").is_file(), reason="mricron-data not installed")
+def test_atlas_blocks_spread_over_the_splits(tmp_path):
+    splits = load_dataset("atlas", image_size=32, cache_dir=tmp_path)
+    assert {k: len(v) for k, v in splits.items()} == {"full": 2, "weak": 4, "val": 1, "test": 3}
+    assert all(v.case_id.startswith("colin27_z") for vols in splits.values() for v in vols)
+
+
+# ----------------------------------------------------------------------------- training
+
+def test_run_writes_checkpoints_metrics_and_figures(cardiac, tmp_path):
+    result = run_experiment(cardiac, "kl_ent", tmp_path, epochs=2, params={"dataset": "simulated_cardiac"},
+                            **{**TINY, "figures": True})
+    assert [r["epoch"] for r in result.log] == [1, 2]
+    assert {"val_dice_teacher", "val_dice_student"} <= set(result.log[-1])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [(r["method"], r["branch"]) for r in metrics["rows"]] == [("kl_ent", "teacher"), ("kl_ent", "student")]
+    assert all({"dice", "hd95_mm"} <= set(r) for r in metrics["rows"])
+    assert metrics["params"]["dataset"] == "simulated_cardiac" and metrics["params"]["best_epoch"] == result.best_epoch
+    for name in ("training_curves.png", "predictions.png", "checkpoints/last.pt", "checkpoints/best.pt",
+                 "checkpoints/run.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    scores = [r["val_dice_student"] for r in result.log]
+    assert best["epoch"] == result.best_epoch == 1 + scores.index(max(scores))
+    assert _same_weights(best["model"], _weights(result.model))  # the evaluated model is the best one
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(cardiac, tmp_path, monkeypatch):
+    straight = run_experiment(cardiac, "kl_ent", tmp_path / "straight", epochs=4, **TINY)
+
+    validations = []
+    validate = mixed.validation_dice
+
+    def interrupted(*args, **kwargs):  # Ctrl-C at the end of the third epoch, before its checkpoint
+        validations.append(1)
+        if len(validations) == 3:
+            raise KeyboardInterrupt
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(mixed, "validation_dice", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cardiac, "kl_ent", tmp_path / "resumed", epochs=4, **TINY)
+    assert not (tmp_path / "resumed" / "checkpoints" / "best.pt").exists()  # written when training ends
+    monkeypatch.setattr(mixed, "validation_dice", validate)
+    resumed = run_experiment(cardiac, "kl_ent", tmp_path / "resumed", epochs=4, **TINY)
+
+    assert resumed.start_epoch == 2
+    assert resumed.log == straight.log
+    assert (resumed.best_epoch, resumed.best_val_dice) == (straight.best_epoch, straight.best_val_dice)
+    assert _same_weights(_weights(resumed.model), _weights(straight.model))
+    for name in ("last.pt", "best.pt"):
+        a = torch.load(tmp_path / "straight" / "checkpoints" / name, map_location="cpu", weights_only=True)
+        b = torch.load(tmp_path / "resumed" / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert _same_weights(a["model"], b["model"]), name
+    assert resumed.rows == straight.rows
+
+
+def test_resume_to_more_epochs_and_finished_run_is_only_evaluated(cardiac, tmp_path):
+    run_experiment(cardiac, "lower_bound", tmp_path, epochs=1, **TINY)
+    longer = run_experiment(cardiac, "lower_bound", tmp_path, epochs=2, **TINY)
+    assert longer.start_epoch == 1 and len(longer.log) == 2 and longer.train_seconds > 0
+    again = run_experiment(cardiac, "lower_bound", tmp_path, epochs=2, **TINY)
+    assert again.start_epoch == 2 and again.log == longer.log and again.rows == longer.rows
+    assert [r["branch"] for r in again.rows] == ["teacher"]  # the bounds never train the student
+
+
+def test_missing_checkpoint_starts_fresh_and_corrupt_one_is_a_clear_error(cardiac, tmp_path):
+    fresh = run_experiment(cardiac, "kl_ent", tmp_path, epochs=1, **TINY)  # resume=True, nothing there
+    assert fresh.start_epoch == 0
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:200])  # truncated, e.g. a full disk
+    with pytest.raises(InputError, match="last.pt: cannot read the last-epoch checkpoint, truncated or corrupt"):
+        run_experiment(cardiac, "kl_ent", tmp_path, epochs=2, **TINY)
+    torch.save({"weights": 1}, last)
+    with pytest.raises(InputError, match="not a mixseg-lite last-epoch checkpoint"):
+        run_experiment(cardiac, "kl_ent", tmp_path, epochs=2, **TINY)
+    restarted = run_experiment(cardiac, "kl_ent", tmp_path, epochs=1, resume=False, **TINY)
+    assert restarted.start_epoch == 0 and restarted.log == fresh.log
+
+
+def test_resuming_with_other_settings_is_refused(cardiac, tmp_path):
+    run_experiment(cardiac, "kl_ent", tmp_path, epochs=1, **TINY)
+    with pytest.raises(InputError, match=r"different settings \(base_width\)"):
+        run_experiment(cardiac, "kl_ent", tmp_path, epochs=2, **{**TINY, "base_width": 8})
+    with pytest.raises(InputError, match="different settings.*method"):
+        run_experiment(cardiac, "kl", tmp_path, epochs=2, **TINY)
+
+
+def test_checkpoints_survive_a_library_that_gained_an_option(cardiac, tmp_path):
+    run_experiment(cardiac, "kl_ent", tmp_path, epochs=1, **TINY)
+    run_file = tmp_path / "checkpoints" / "run.json"
+    recorded = json.loads(run_file.read_text())
+    del recorded["settings"]["weak_kind"], recorded["settings"]["lr"]  # as if written before they existed
+    run_file.write_text(json.dumps(recorded))
+    assert run_experiment(cardiac, "kl_ent", tmp_path, epochs=1, **TINY).start_epoch == 1  # defaults: fine
+    recorded = json.loads(run_file.read_text())
+    del recorded["settings"]["lr"]
+    run_file.write_text(json.dumps(recorded))
+    with pytest.raises(InputError, match=r"different settings \(lr\)"):
+        run_experiment(cardiac, "kl_ent", tmp_path, epochs=1, lr=0.01, **TINY)
+
+
+def test_bad_methods_and_options(cardiac, tmp_path):
+    with pytest.raises(InputError, match="supports .*'kl_ent'.*'cam_er_cmer_kl'"):
+        run_experiment(cardiac, "magic", tmp_path)
+    assert "upper_bound" in supported_methods() and "cam" in supported_methods()
+    with pytest.raises(InputError, match="not used by the mixed-supervision"):
+        run_experiment(cardiac, "kl_ent", tmp_path, tau=3.0, **TINY)
+    with pytest.raises(InputError, match=r"splits\['weak'\] is empty"):
+        run_experiment({**cardiac, "weak": []}, "kl_ent", tmp_path, **TINY)
+
+
+def test_cam_rows_with_empty_baseline_and_reuse(tmp_path):
+    splits = load_dataset("simulated_brain", image_size=32, n_volumes=5, n_slices=6, modalities=("T1", "T2"),
+                          split={"full": 2, "weak": 1, "val": 1, "test": 1})
+    options = {**TINY, "batch_size": 8, "amp": False, "weak_kind": "seeds"}  # ignored by CAM rows
+    result = run_experiment(splits, "cam_er_cmer_kl", tmp_path, epochs=1, **{**options, "figures": True})
+    assert [(r["method"], r["branch"]) for r in result.rows] == [("cam_er_cmer_kl", "T1"), ("cam_er_cmer_kl", "T2"),
+                                                                  ("empty", "-")]
+    assert set(result.thresholds) == {"T1", "T2"} and (tmp_path / "predictions.png").is_file()
+    again = run_experiment(splits, "cam_er_cmer_kl", tmp_path, epochs=1, **options)
+    assert again.start_epoch == 1 and again.rows == result.rows
+    with pytest.raises(InputError, match="amp"):
+        run_experiment(splits, "cam", tmp_path / "amp", epochs=1, **{**options, "amp": True})
+
+
+# ----------------------------------------------------------------------------- configs
+
+def _parameters_cell(notebook: Path) -> dict:
+    """Names and literal values of the cell tagged ``parameters`` of a py:percent source (via ast)."""
+    cell = notebook.read_text().split('# %% tags=["parameters"]', 1)[1].split("\n# %%", 1)[0]
+    values = {}
+    for statement in ast.parse(cell).body:
+        assert isinstance(statement, ast.Assign) and isinstance(statement.targets[0], ast.Name), \
+            f"{notebook.name}: parameters must be `name = <literal>`"
+        values[statement.targets[0].id] = ast.literal_eval(statement.value)
+    return values
+
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_every_dataset_has_a_config():
+    assert {p.stem for p in CONFIGS} == {"acdc", "brats", "decathlon_prostate", "atlas"}
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_config_keys_are_parameters_of_notebook_04(config):
+    parameters = _parameters_cell(ROOT / "notebooks" / "04_full_training.py")
+    values = yaml.safe_load(config.read_text())
+    assert set(values) <= set(parameters), f"not parameters of notebook 04: {set(values) - set(parameters)}"
+    assert "output_dir" not in values  # the output folder is chosen when running (mixseg-lite run -o)
+    for key, value in values.items():
+        default = parameters[key]
+        if default is not None and value is not None:  # same kind of value as the notebook's default
+            assert isinstance(value, type(default)) or (type(default) is float and type(value) is int), key
+    assert values["dataset"] in DATASETS and values["method"] in supported_methods()
+    assert values["image_size"] % 2 ** (values["depth"] - 1) == 0
+    assert (values["base_width"], values["depth"], values["amp"], values["device"]) == (64, 5, True, "auto")
+    resolve_split(values["split"], 100, config.name)
+    if values["dataset"] in PUBLIC_DATASETS:
+        assert values["data_dir"].startswith("/path/to/")  # a placeholder the user replaces
+        with pytest.raises(InputError, match="data_dir not found"):
+            load_dataset(values["dataset"], values["data_dir"], values["image_size"])
