@@ -50,7 +50,7 @@ split_sizes = {"full": 3, "weak": 10, "val": 3, "test": 6}
 weak_kind = "seeds"
 epochs = 12
 batch_size = 8
-learning_rate = 0.002
+learning_rate = 0.005
 base_width = 8
 depth = 3
 # Our choices (the paper does not publish them): loss weights, KL temperature, ramp-up of the
@@ -61,6 +61,7 @@ temperature = 1.0
 pseudo_threshold = None
 ramp_up_epochs = 4
 norm = "group"
+dice_weight = 1.0  # teacher loss L_s = CE + dice_weight * Dice
 
 # %%
 import matplotlib.pyplot as plt
@@ -79,7 +80,7 @@ device = mixseg_lite.setup_notebook(seed, num_threads)
 params = {k: v for k, v in globals().items() if k in {
     "seed", "num_threads", "output_dir", "image_size", "n_volumes", "n_slices", "split_sizes", "weak_kind",
     "epochs", "batch_size", "learning_rate", "base_width", "depth", "lambda_kd", "lambda_ent",
-    "temperature", "pseudo_threshold", "ramp_up_epochs", "norm"}}
+    "temperature", "pseudo_threshold", "ramp_up_epochs", "norm", "dice_weight"}}
 
 # %% [markdown]
 # ## 1. Two ways to make a prediction confident
@@ -184,7 +185,7 @@ splits = split_volumes(volumes, split_sizes, seed=seed)
 config = MixedConfig(epochs=epochs, batch_size=batch_size, lr=learning_rate, lambda_kd=lambda_kd,
                      lambda_ent=lambda_ent, temperature=temperature, pseudo_threshold=pseudo_threshold,
                      weak_kind=weak_kind, base_width=base_width, depth=depth, norm=norm,
-                     ramp_up_epochs=ramp_up_epochs, seed=seed)
+                     ramp_up_epochs=ramp_up_epochs, dice_weight=dice_weight, seed=seed)
 print({name: len(v) for name, v in splits.items()}, "volumes (simulated)")
 
 # %%
@@ -224,9 +225,10 @@ fig = show_predictions(test[0], {f"{m} student": predict_volumes(results[m].mode
 #   student where background is; minimising entropy just makes its (wrong) answer confident. The
 #   student labels far more pixels as foreground than there are, with near-zero entropy: a
 #   trivial, confident solution.
-# * **KL + entropy vs KL + pseudo-masks.** With the teacher's KL in place both students learn. The
-#   comparison below is asserted in the direction it has on this data (see the printed table);
-#   the paper reports entropy ahead of pseudo-masks.
+# * **KL + entropy vs KL + pseudo-masks.** With the teacher's KL in place both students learn.
+#   The paper reports entropy ahead of pseudo-masks. On our simulated data at these settings it is
+#   the other way round (printed below): the claim does not hold here, and we do not tune it away.
+#   Notebook 02 puts both in the full ablation; `experiments/` repeats it over seeds.
 
 # %%
 # NBVAL_CHECK_OUTPUT

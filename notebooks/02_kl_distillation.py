@@ -52,7 +52,7 @@ weak_kind = "seeds"
 methods = ["lower_bound", "weak_only", "kl", "ent", "kl_ent", "pseudo", "upper_bound"]
 epochs = 12
 batch_size = 8
-learning_rate = 0.002
+learning_rate = 0.005
 base_width = 8
 depth = 3
 # Our choices (the paper does not publish them): loss weights, KL temperature, pseudo-mask threshold,
@@ -63,6 +63,7 @@ temperature = 1.0
 pseudo_threshold = None
 ramp_up_epochs = 4
 norm = "group"
+dice_weight = 1.0  # teacher loss L_s = CE + dice_weight * Dice
 assert_orderings = True  # sweeps over seeds set False to record every run, whatever its ordering
 
 # %%
@@ -79,7 +80,7 @@ device = mixseg_lite.setup_notebook(seed, num_threads)
 params = {k: v for k, v in globals().items() if k in {
     "seed", "num_threads", "output_dir", "dataset", "image_size", "n_volumes", "n_slices", "split_sizes", "weak_kind",
     "methods", "epochs", "batch_size", "learning_rate", "base_width", "depth", "lambda_kd", "lambda_ent",
-    "temperature", "pseudo_threshold", "ramp_up_epochs", "norm", "assert_orderings"}}
+    "temperature", "pseudo_threshold", "ramp_up_epochs", "norm", "dice_weight", "assert_orderings"}}
 
 # %% [markdown]
 # ## 1. Data: full masks for a few volumes, seeds for the rest
@@ -118,7 +119,7 @@ print(f"fraction of D_w pixels carrying a weak label: {labelled:.3f}")
 config = MixedConfig(epochs=epochs, batch_size=batch_size, lr=learning_rate, lambda_kd=lambda_kd,
                      lambda_ent=lambda_ent, temperature=temperature, pseudo_threshold=pseudo_threshold,
                      weak_kind=weak_kind, base_width=base_width, depth=depth, norm=norm,
-                     ramp_up_epochs=ramp_up_epochs, seed=seed)
+                     ramp_up_epochs=ramp_up_epochs, dice_weight=dice_weight, seed=seed)
 rows, results = run_mixed_ablation(methods, splits["full"], splits["weak"], splits["test"], config,
                                    val=splits["val"])
 
@@ -176,6 +177,23 @@ if "kl_ent" in methods:
     claims["student outperforms teacher (KL+Ent)"] = dice[("kl_ent", "student")] > dice[("kl_ent", "teacher")]
 for claim, holds in claims.items():
     print(f"{claim:<60} {holds}")
+
+# %% [markdown]
+# **What we find on the simulated cardiac data at the default parameters** (the verdicts above are
+# recomputed on every run and checked by nbval, so this paragraph cannot drift silently):
+#
+# * *Holds:* entropy minimisation without KL collapses: the student trained on foreground-only seeds
+#   plus entropy is no better than the seed-only student (RV Dice near 0, far too much foreground).
+#   KL + entropy is far above entropy alone.
+# * *Does not hold:* KL + entropy does **not** beat KL alone, pseudo-masks do **not** lose to
+#   entropy, and the student does **not** outperform the teacher. Adding entropy lowers the student
+#   by several Dice points, and the student losses also pull the shared encoder away from the
+#   teacher, whose Dice drops below the lower bound.
+# * Our set-up differs from the paper's: 64x64 simulated slices instead of 256x256 ACDC, a UNet of
+#   width 8 instead of 64, 12 short epochs instead of a long schedule, and loss weights that the
+#   paper does not publish (ours: `lambda_kd = 10`, `lambda_ent = 0.1` with a 4-epoch ramp-up,
+#   GroupNorm). Try `lambda_ent`, `ramp_up_epochs`, `epochs` and `dataset="atlas"` as exercises;
+#   `experiments/` sweeps them over seeds.
 
 # %%
 if assert_orderings and {"lower_bound", "upper_bound"} <= set(methods):

@@ -9,3 +9,4 @@ from mixseg_lite.train.mixed import (  # noqa: F401
     train_mixed,
 )
 from mixseg_lite.train.cam import CAM_METHODS, CAMConfig, CAMResult, evaluate_cam, train_cam, train_supervised  # noqa: F401,E501
+from mixseg_lite.train.experiment import DATASETS, ExperimentResult, load_dataset, run_experiment, supported_methods  # noqa: F401,E501

@@ -56,7 +56,7 @@ class MixedConfig:
     epochs: int = 10
     steps_per_epoch: int | None = None  # default: enough steps to see every D_w slice once
     batch_size: int = 8                 # slices per group (D_s and D_w) per step
-    lr: float = 2e-3
+    lr: float = 5e-3
     weight_decay: float = 1e-4
     lambda_kd: float = 10.0             # [choose]: KL must outweigh the foreground-only seed loss
     lambda_ent: float = 0.1             # [choose]; also weights the pseudo-mask term
@@ -64,7 +64,7 @@ class MixedConfig:
     pseudo_threshold: float | None = None
     ramp_up_epochs: int = 5             # [choose] entropy/pseudo weight grows linearly over these epochs
     entropy_on_full: bool = False
-    dice_weight: float = 0.0            # L_s = CE + dice_weight * Dice
+    dice_weight: float = 1.0            # L_s = CE + dice_weight * Dice; Dice keeps the small RV from being ignored
     weak_kind: str = "seeds"
     base_width: int = 8
     depth: int = 3

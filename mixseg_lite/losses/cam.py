@@ -1,0 +1,184 @@
+"""Losses of weakly supervised segmentation from image tags with cross-modal equivariant CAMs.
+
+REFERENCE B (Patel & Dolz 2022, after SEAM). For modality ``i`` with network ``M_i``, image ``x``,
+a transform ``pi`` drawn per batch (:mod:`mixseg_lite.transforms`) and the other modalities ``j``:
+
+    L_i = L_cls + 0.5 * L_KL + L_ER + L_CMER
+
+- :func:`classification_loss`: cross-entropy of the tags on the original and the transformed view;
+- :func:`equivariance_loss` (ER): ``pi(M_i(x))`` should equal ``M_i(pi(x))`` on positive slices;
+- :func:`cross_modal_equivariance_loss` (CMER): the same, but against the *other* modality's maps,
+  which are detached, so each network is pulled towards the others without pulling them back;
+- :func:`class_kl`: the class predictions of modality ``i`` follow those of ``j`` (detached),
+  softened with temperature ``tau``.
+
+Shapes: ``B`` slices, ``C`` class maps, ``H x W`` pixels, ``M`` modalities. Losses that select
+slices (positive tags, other modality's prediction) return an exact 0 that is still attached to
+the graph when no slice is selected, never NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mixseg_lite.errors import InputError
+
+
+def _check_maps(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    if a.shape != b.shape:
+        raise InputError(f"{what}: map shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+
+
+def _valid_weights(valid: torch.Tensor | None, maps: torch.Tensor) -> torch.Tensor:
+    """Pixel weights broadcastable to ``maps`` (..., C, H, W); all ones when ``valid`` is None."""
+    if valid is None:
+        return torch.ones(maps.shape[-2:], device=maps.device, dtype=maps.dtype)
+    if valid.shape[-2:] != maps.shape[-2:]:
+        raise InputError(f"valid mask {tuple(valid.shape)} does not match map size {tuple(maps.shape[-2:])}")
+    return valid.to(maps.dtype)
+
+
+def _masked_mean(per_slice: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Mean of ``per_slice`` over the selected entries; an attached exact 0 when none is selected."""
+    selected = selected.to(per_slice.dtype)
+    return (per_slice * selected).sum() / selected.sum().clamp(min=1.0)
+
+
+def classification_loss(scores: torch.Tensor, transformed_scores: torch.Tensor, targets: torch.Tensor,
+                        multilabel: bool = False) -> torch.Tensor:
+    """Tag loss on both views: ``0.5 * (CE(s(x), y) + CE(s(pi(x)), y))``.
+
+    Args:
+        scores, transformed_scores: ``(B, C)`` class scores (logits) of ``x`` and ``pi(x)``.
+        targets: ``(B,)`` int64 class indices (softmax), or ``(B, C)`` float 0/1 (multi-label).
+        multilabel: binary cross-entropy per class (mean over classes) instead of softmax CE.
+
+    Returns:
+        scalar, mean over the batch. Pass ``transformed_scores=scores`` for one view only.
+    """
+    _check_maps(scores, transformed_scores, "classification_loss")
+    if multilabel:
+        if targets.shape != scores.shape:
+            raise InputError(f"classification_loss: multi-label targets {tuple(targets.shape)} "
+                             f"must match scores {tuple(scores.shape)}")
+        loss = F.binary_cross_entropy_with_logits
+        targets = targets.float()
+    else:
+        if targets.shape != scores.shape[:1]:
+            raise InputError(f"classification_loss: targets {tuple(targets.shape)} must be one class per slice "
+                             f"({scores.shape[0]},)")
+        loss = F.cross_entropy
+    return 0.5 * (loss(scores, targets) + loss(transformed_scores, targets))
+
+
+def equivariance_loss(transformed_maps: torch.Tensor, maps_of_transformed: torch.Tensor, positive: torch.Tensor,
+                      valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Within-modality equivariance regularisation (ER).
+
+        ER = 1/|P| sum_{b in P} 1/(C |V|) sum_{c, p in V} (pi(M(x))_{b,c,p} - M(pi(x))_{b,c,p})^2
+
+    Args:
+        transformed_maps: ``(B, C, H, W)`` ``pi(M(x))``, the transformed maps of the image.
+        maps_of_transformed: ``(B, C, H, W)`` ``M(pi(x))``, the maps of the transformed image.
+        positive: ``(B,)`` bool; ``P`` = slices whose tag is positive (only they have a CAM worth
+            constraining).
+        valid: optional ``(1 or B, 1, H, W)`` 0/1 pixels ``V`` to compare (e.g.
+            :meth:`Transform.valid_mask`: zero-filled borders of a translation carry no image).
+
+    Gradients flow through both views. Returns a scalar; 0 (not NaN) when no slice is positive.
+    """
+    _check_maps(transformed_maps, maps_of_transformed, "equivariance_loss")
+    if positive.shape != transformed_maps.shape[:1]:
+        raise InputError(f"equivariance_loss: positive {tuple(positive.shape)} must have one flag per slice "
+                         f"({transformed_maps.shape[0]},)")
+    weights = _valid_weights(valid, transformed_maps)
+    squared = (transformed_maps - maps_of_transformed) ** 2 * weights
+    per_slice = squared.sum(dim=(1, 2, 3)) / weights.expand_as(squared).sum(dim=(1, 2, 3)).clamp(min=1.0)
+    return _masked_mean(per_slice, positive)
+
+
+def _l2_normalise(maps: torch.Tensor, eps: float) -> torch.Tensor:
+    """Each map divided by its Euclidean norm over space: ``(..., H, W)`` -> unit-norm maps."""
+    return maps / maps.flatten(-2).norm(dim=-1)[..., None, None].clamp(min=eps)
+
+
+def cross_modal_equivariance_loss(transformed_maps: torch.Tensor, maps_of_transformed: torch.Tensor,
+                                  positive: torch.Tensor, predicted_positive: torch.Tensor,
+                                  valid: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """Cross-modal equivariance regularisation (CMER) of every modality against all the others.
+
+    With ``n(.)`` the L2 normalisation of each map over the (valid) pixels, ``sg`` stop-gradient,
+    ``d(A, B) = 1/C sum_c ||n(A_c) - n(B_c)||^2`` (squared Euclidean distance of unit-norm maps,
+    in [0, 4]), and ``S_ij`` the slices whose tag is positive AND that modality ``j`` predicts
+    positive::
+
+        CMER_i = 1/(M - 1) sum_{j != i} 1/|S_ij| sum_{b in S_ij}
+                 0.5 * [ d(pi(M_i(x))_b, sg M_j(pi(x))_b) + d(M_i(pi(x))_b, sg pi(M_j(x))_b) ]
+
+    The distance is summed over pixels, not averaged: for unit-norm maps a per-pixel mean would
+    scale the loss by ``1/(H W)`` and leave it with no weight next to the other terms.
+
+    Args:
+        transformed_maps: ``(M, B, C, H, W)``, ``pi(M_m(x))`` for each modality ``m``.
+        maps_of_transformed: ``(M, B, C, H, W)``, ``M_m(pi(x))``.
+        positive: ``(B,)`` bool tag of each slice (any foreground class present).
+        predicted_positive: ``(M, B)`` bool, modality ``m`` predicts the slice positive.
+        valid: optional ``(1 or B, 1, H, W)`` 0/1 pixels to compare (see :func:`equivariance_loss`).
+
+    Returns:
+        ``(M,)``, the CMER of each modality (sum it into the total; the stop-gradient keeps each
+        entry's gradient on its own network). Entries are 0 where ``S_ij`` is empty for every j.
+    """
+    _check_maps(transformed_maps, maps_of_transformed, "cross_modal_equivariance_loss")
+    if transformed_maps.ndim != 5:
+        raise InputError(f"cross_modal_equivariance_loss: maps must be (M, B, C, H, W), "
+                         f"got shape {tuple(transformed_maps.shape)}")
+    M, B = transformed_maps.shape[:2]
+    if M < 2:
+        raise InputError(f"cross_modal_equivariance_loss needs at least 2 modalities, got {M}")
+    if positive.shape != (B,) or predicted_positive.shape != (M, B):
+        raise InputError(f"cross_modal_equivariance_loss: positive {tuple(positive.shape)} must be ({B},) and "
+                         f"predicted_positive {tuple(predicted_positive.shape)} must be ({M}, {B})")
+    weights = _valid_weights(valid, transformed_maps)
+    pi_of_maps = _l2_normalise(transformed_maps * weights, eps)      # n(pi(M_m(x)))
+    maps_of_pi = _l2_normalise(maps_of_transformed * weights, eps)   # n(M_m(pi(x)))
+    # Pairwise distances (i, j, b): modality i (with gradient) against modality j (detached).
+    d1 = ((pi_of_maps[:, None] - maps_of_pi.detach()[None]) ** 2).sum(dim=(-1, -2)).mean(dim=-1)
+    d2 = ((maps_of_pi[:, None] - pi_of_maps.detach()[None]) ** 2).sum(dim=(-1, -2)).mean(dim=-1)
+    pair = 0.5 * (d1 + d2)  # (M, M, B)
+    selected = (positive.bool()[None] & predicted_positive.bool()).to(pair.dtype)  # (M_j, B)
+    per_pair = (pair * selected[None]).sum(-1) / selected.sum(-1).clamp(min=1.0)[None]  # (M_i, M_j)
+    off_diagonal = 1.0 - torch.eye(M, device=pair.device, dtype=pair.dtype)
+    return (per_pair * off_diagonal).sum(dim=1) / (M - 1)
+
+
+def class_kl(logits_i: torch.Tensor, logits_j: torch.Tensor, tau: float = 10.0,
+             multilabel: bool = False) -> torch.Tensor:
+    """Distillation of class predictions from modality j into modality i.
+
+        L_KL = tau^2 * 1/B sum_b KL( softmax(z_j / tau) || softmax(z_i / tau) )
+
+    ``z_j`` is detached here, so no gradient reaches modality j. With ``multilabel`` the softmax
+    becomes a sigmoid per class and the KL is that of Bernoulli distributions, summed over classes.
+
+    Args:
+        logits_i, logits_j: ``(B, C)`` class scores of the two modalities on the same slices.
+        tau: temperature (REFERENCE B: 10); ``tau^2`` keeps gradients comparable across ``tau``.
+
+    Returns:
+        scalar, >= 0, exactly 0 when the logits are equal.
+    """
+    _check_maps(logits_i, logits_j, "class_kl")
+    if not tau > 0:
+        raise InputError(f"class_kl: temperature tau must be positive, got {tau}")
+    z_i, z_j = logits_i / tau, logits_j.detach() / tau
+    if multilabel:
+        # Bernoulli KL with probabilities p = sigmoid(z); log-sigmoid for numerical safety.
+        p_j = torch.sigmoid(z_j)
+        kl = (p_j * (F.logsigmoid(z_j) - F.logsigmoid(z_i))
+              + (1 - p_j) * (F.logsigmoid(-z_j) - F.logsigmoid(-z_i)))
+        return tau ** 2 * kl.sum(dim=1).mean()
+    log_p_i = F.log_softmax(z_i, dim=1)
+    log_p_j = F.log_softmax(z_j, dim=1)
+    return tau ** 2 * F.kl_div(log_p_i, log_p_j, reduction="batchmean", log_target=True)

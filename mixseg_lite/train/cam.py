@@ -1,0 +1,429 @@
+"""Training from image tags with cross-modal equivariant CAMs: one function for every ablation row.
+
+REFERENCE B. One :class:`mixseg_lite.cam.CAMNet` per modality, no weight sharing. Each step draws
+a batch of slices (all modalities, co-registered) and ONE transform ``pi`` for the whole batch,
+runs every network on ``x`` and on ``pi(x)`` and adds, per modality ``i``::
+
+    L_i = L_cls                                   (tags, both views)            every row
+        + er_weight   * ER_i                      (pi(M_i(x)) vs M_i(pi(x)))    "cam_er" and up
+        + cmer_weight * CMER_i                    (vs the other modalities)      "cam_er_cmer" and up
+        + kl_weight   * KL_i                      (class predictions, tau)       "cam_er_cmer_kl"
+
+The networks are independent, so one AdamW over all of them on ``sum_i L_i`` is the same as one
+optimiser per network: the stop-gradients inside CMER and KL keep each ``L_i`` on network ``i``.
+ER and CMER compare normalised CAMs (:func:`mixseg_lite.cam.normalize_cam`; CMER L2-normalises
+them again) inside the pixels the transform keeps (:meth:`Transform.valid_mask`). By default these
+are the foreground CAMs, the maps that become masks (for softmax ``M_present - M_absent`` up to a
+factor, see :meth:`CAMNet.foreground_maps`); ``equivariance_maps="all"`` constrains every class
+map instead. Every row is classified on both views, so the rows differ only in the regularisers,
+not in how much augmentation they saw. After training, BatchNorm statistics are re-estimated on
+the clean training images (:func:`recalibrate_batchnorm`).
+
+``"supervised"`` is the upper bound: a plain :class:`mixseg_lite.models.UNet` per modality trained
+with pixel-wise cross-entropy + soft Dice on the full masks of the same slices, same optimiser,
+steps and transforms (as augmentation).
+
+Defaults are ours, sized to train in seconds to a minute on the simulated brains (40x40 to
+64x64) on a CPU: lr 2e-3, weight decay 1e-4, batch 32, a UNet of widths 8/16/32. The paper used
+AdamW with lr 5e-5, weight decay 0.5, batch 16, 30 epochs on 240x240 BraTS slices; pass those to
+reproduce its setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mixseg_lite.cam import (THRESHOLDS, CAMNet, cam_to_mask, choose_threshold, normalize_cam, predict_cams,
+                             tag_targets)
+from mixseg_lite.data.slices import SliceDataset
+from mixseg_lite.data.volume import Volume
+from mixseg_lite.errors import InputError, check_nonempty
+from mixseg_lite.evaluation import evaluate_tag_segmentation
+from mixseg_lite.losses.cam import class_kl, classification_loss, cross_modal_equivariance_loss, equivariance_loss
+from mixseg_lite.losses.mixed import supervised_loss
+from mixseg_lite.models import UNet
+from mixseg_lite.runtime import pick_device, seed_everything
+from mixseg_lite.transforms import RANDOM_KINDS, sample_transform
+
+# Which regularisers each ablation row switches on; their weights live in CAMConfig.
+CAM_METHODS: dict[str, dict] = {
+    "cam":            {"er": False, "cmer": False, "kl": False},
+    "cam_er":         {"er": True, "cmer": False, "kl": False},
+    "cam_er_cmer":    {"er": True, "cmer": True, "kl": False},
+    "cam_er_cmer_kl": {"er": True, "cmer": True, "kl": True},
+    "supervised":     {"er": False, "cmer": False, "kl": False},
+}
+"""Ablation rows of REFERENCE B; ``"cam_er_cmer_kl"`` is the method, ``"supervised"`` the upper bound."""
+
+
+@dataclass
+class CAMConfig:
+    """Hyper-parameters of one run. Loss weights are the paper's; the optimiser values and the
+    network size are our fast CPU choices (the paper's are in the module docstring)."""
+
+    method: str = "cam_er_cmer_kl"
+    epochs: int = 10
+    steps_per_epoch: int | None = None  # default: one pass over the training slices
+    batch_size: int = 32
+    lr: float = 2e-3                    # [choose]; paper 5e-5 (BraTS)
+    weight_decay: float = 1e-4          # [choose]; paper 0.5
+    er_weight: float = 1.0              # paper
+    cmer_weight: float = 1.0            # paper
+    kl_weight: float = 0.5              # paper
+    tau: float = 10.0                   # paper
+    transform_kinds: tuple[str, ...] = RANDOM_KINDS
+    max_shift: float = 0.3              # paper: translation up to 30 %
+    scale_range: tuple[float, float] = (0.7, 1.3)  # [choose]
+    multilabel: bool = False            # BCE per foreground class instead of softmax present/absent
+    supervised_dice_weight: float = 1.0  # "supervised" row: CE + this * soft Dice
+    equivariance_maps: str = "foreground"  # [choose] maps ER / CMER compare: "foreground" CAMs or "all" maps
+    modalities: tuple[str, ...] | None = None  # default: every modality of the volumes
+    base_width: int = 8
+    depth: int = 3
+    norm: str = "batch"
+    recalibrate_norm: bool = True       # re-estimate BatchNorm statistics on clean images at the end
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in CAM_METHODS:
+            raise InputError(f"unknown method {self.method!r}; choose one of {list(CAM_METHODS)}")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        if self.equivariance_maps not in ("foreground", "all"):
+            raise InputError(f"equivariance_maps must be 'foreground' or 'all', got {self.equivariance_maps!r}")
+        self.transform_kinds = tuple(self.transform_kinds)
+        self.scale_range = tuple(self.scale_range)
+        if self.modalities is not None:
+            self.modalities = tuple(self.modalities)
+
+    @property
+    def terms(self) -> dict:
+        return CAM_METHODS[self.method]
+
+
+@dataclass
+class CAMResult:
+    """What :func:`train_cam` returns: one trained network per modality (eval mode) and the log.
+
+    ``log`` has one dict per epoch: ``epoch``, ``seconds``, and the mean of every loss term over
+    the epoch's steps, summed over modalities (``loss``, ``cls``, ``er``, ``cmer``, ``kl``,
+    or ``ce_dice`` for the supervised row).
+    """
+
+    nets: dict[str, nn.Module]
+    config: CAMConfig
+    modalities: tuple[str, ...]
+    class_names: tuple[str, ...]
+    log: list[dict] = field(default_factory=list)
+
+    @property
+    def supervised(self) -> bool:
+        return self.config.method == "supervised"
+
+
+def _dataset(data, modalities) -> SliceDataset:
+    if isinstance(data, SliceDataset):
+        dataset = data
+    else:
+        check_nonempty(len(data), "list of volumes", "train_cam")
+        dataset = SliceDataset(list(data))
+    check_nonempty(len(dataset), "set of training slices", "train_cam")
+    return dataset
+
+
+def _modality_columns(dataset: SliceDataset, modalities) -> tuple[tuple[str, ...], list[int]]:
+    names = tuple(modalities) if modalities is not None else tuple(dataset.modalities)
+    missing = [m for m in names if m not in dataset.modalities]
+    if missing:
+        raise InputError(f"missing modality {missing[0]!r}; the data has {list(dataset.modalities)}")
+    return names, [dataset.modalities.index(m) for m in names]
+
+
+def _cycle_batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless stream of index batches: shuffled passes over ``range(n)``."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            yield order[start:start + batch_size]
+
+
+def train_cam(data: list[Volume] | SliceDataset, config: CAMConfig | None = None, **overrides) -> CAMResult:
+    """Train one network per modality for one ablation row (see :data:`CAM_METHODS`).
+
+    Args:
+        data: training volumes (or a :class:`SliceDataset` of them); CAM rows use only the slice
+            tags derived from the masks, ``"supervised"`` uses the masks themselves.
+        config: a :class:`CAMConfig`; keyword ``overrides`` replace its fields
+            (``train_cam(vols, method="cam", epochs=2)``).
+
+    Returns:
+        :class:`CAMResult` with the networks in eval mode and the per-epoch log. Runs are
+        reproducible for a given ``seed`` on a given device and thread count.
+    """
+    config = dataclasses.replace(config or CAMConfig(), **overrides)
+    dataset = _dataset(data, config.modalities)
+    modalities, columns = _modality_columns(dataset, config.modalities)
+    terms = config.terms
+    if (terms["cmer"] or terms["kl"]) and len(modalities) < 2:
+        raise InputError(f"method {config.method!r} is cross-modal and needs at least 2 modalities, "
+                         f"got {list(modalities)}")
+    if config.multilabel and dataset.num_classes < 2:
+        raise InputError("multi-label CAMs need at least one foreground class")
+    sampler = seed_everything(config.seed)
+    device = pick_device(config.device)
+
+    supervised = config.method == "supervised"
+    C = dataset.num_classes
+    nets = {}
+    for m in modalities:
+        if supervised:
+            nets[m] = UNet(1, C, config.base_width, config.depth, config.norm)
+        else:
+            nets[m] = CAMNet(1, C - 1 if config.multilabel else 2, config.base_width, config.depth, config.norm,
+                             multilabel=config.multilabel)
+        nets[m].to(device).train()
+    parameters = [p for net in nets.values() for p in net.parameters()]
+    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.steps_per_epoch or max(1, math.ceil(len(dataset) / config.batch_size))
+    batches = _cycle_batches(len(dataset), config.batch_size, sampler)
+    step_fn = _supervised_step if supervised else _cam_step
+
+    log: list[dict] = []
+    bar = tqdm(range(config.epochs), desc=config.method, disable=not config.progress)
+    for epoch in bar:
+        start = time.perf_counter()
+        sums: dict[str, float] = {}
+        for _ in range(steps):
+            batch = dataset.batch(next(batches))
+            images = batch["image"][:, columns].to(device)
+            losses = step_fn(nets, modalities, images, batch, config, sampler, device)
+            optimiser.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimiser.step()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+        record = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()},
+                  "seconds": time.perf_counter() - start}
+        log.append(record)
+        bar.set_postfix({k: round(v, 3) for k, v in record.items() if k not in ("epoch", "seconds")})
+    if config.recalibrate_norm:
+        for m, col in zip(modalities, columns):
+            recalibrate_batchnorm(nets[m], dataset.images[:, col:col + 1], device)
+    for net in nets.values():
+        net.eval()
+    return CAMResult(nets, config, modalities, tuple(dataset.class_names), log)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, images: torch.Tensor, device, batch_size: int = 64) -> None:
+    """Re-estimate BatchNorm running statistics on untransformed ``images`` ``(N, 1, H, W)``.
+
+    Training batches mix each image with its transformed copy (zero-filled borders, zoom), so the
+    running statistics describe a different input distribution than the one evaluated. The CAM
+    scores are means over whole maps, so even a small shift of those statistics moves every
+    slice's score and flips predicted tags; one pass over the clean training images (cumulative
+    average, no gradient, weights unchanged) fixes that.
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the pass
+    was_training = net.training
+    net.train()
+    for start in range(0, len(images), batch_size):
+        net(images[start:start + batch_size].to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    net.train(was_training)
+
+
+def train_supervised(data: list[Volume] | SliceDataset, config: CAMConfig | None = None, **overrides) -> CAMResult:
+    """The fully supervised upper bound: :func:`train_cam` with ``method="supervised"``."""
+    return train_cam(data, config, **{**overrides, "method": "supervised"})
+
+
+def _cam_step(nets, modalities, images, batch, config: CAMConfig, sampler, device) -> dict[str, torch.Tensor]:
+    """Losses of one batch for the CAM rows; ``images`` is ``(B, M, H, W)``."""
+    terms, B = config.terms, images.shape[0]
+    pi = sample_transform(sampler, config.transform_kinds, config.max_shift, config.scale_range)
+    valid = pi.valid_mask(*images.shape[-2:], device=device)
+    transformed_images = pi.apply(images)
+    targets = tag_targets(batch["tags"], config.multilabel).to(device)
+    positive = (batch["tags"][:, 1:] > 0).any(dim=1).to(device)
+
+    scores, t_scores, pi_cams, cams_of_pi, predicted = [], [], [], [], []
+    for i, m in enumerate(modalities):
+        net = nets[m]
+        # Both views in one forward pass: half the Python overhead, same arithmetic per view.
+        s, maps = net(torch.cat([images[:, i:i + 1], transformed_images[:, i:i + 1]]))
+        scores.append(s[:B])
+        t_scores.append(s[B:])
+        # The regularisers see the foreground CAMs (what becomes the mask) or every class map.
+        maps = net.foreground_maps(maps) if config.equivariance_maps == "foreground" else maps
+        # ER and CMER compare CAMs as they are thresholded: ReLU + min-max normalised. (Raw maps in
+        # CMER also match the arbitrary shape of the negative evidence; that trained worse.)
+        cams = normalize_cam(maps)
+        pi_cams.append(pi.apply(cams[:B]))
+        cams_of_pi.append(cams[B:])
+        predicted.append(net.predict_positive(s[:B].detach()).any(dim=1))
+
+    losses = {"cls": sum(classification_loss(s, ts, targets, config.multilabel) for s, ts in zip(scores, t_scores))}
+    if terms["er"]:
+        losses["er"] = config.er_weight * sum(equivariance_loss(a, b, positive, valid)
+                                              for a, b in zip(pi_cams, cams_of_pi))
+    if terms["cmer"]:
+        losses["cmer"] = config.cmer_weight * cross_modal_equivariance_loss(
+            torch.stack(pi_cams), torch.stack(cams_of_pi), positive, torch.stack(predicted), valid).sum()
+    if terms["kl"]:
+        M = len(modalities)
+        kl = 0.0
+        for i in range(M):
+            for j in range(M):
+                if i != j:  # both views, averaged over the other modalities
+                    kl = kl + 0.5 * (class_kl(scores[i], scores[j], config.tau, config.multilabel)
+                                     + class_kl(t_scores[i], t_scores[j], config.tau, config.multilabel)) / (M - 1)
+        losses["kl"] = config.kl_weight * kl
+    losses["loss"] = sum(losses.values())
+    return losses
+
+
+def _supervised_step(nets, modalities, images, batch, config: CAMConfig, sampler, device) -> dict[str, torch.Tensor]:
+    """Pixel-wise cross-entropy on the full masks, same transform draw as the CAM rows."""
+    pi = sample_transform(sampler, config.transform_kinds, config.max_shift, config.scale_range)
+    labels = batch["label"].to(device)
+    # Augment with the same transform family (labels by nearest neighbour), for a fair bound.
+    images_t, labels_t = pi.apply(images), pi.apply(labels[:, None])[:, 0]
+    both = torch.cat([labels, labels_t])
+    # Cross-entropy + Dice: with ~1 % tumour pixels, CE alone first learns to predict nothing.
+    loss = sum(supervised_loss(nets[m](torch.cat([images[:, i:i + 1], images_t[:, i:i + 1]])), both,
+                               config.supervised_dice_weight)
+               for i, m in enumerate(modalities))
+    return {"ce_dice": loss, "loss": loss}
+
+
+# ----------------------------------------------------------------------------------------------
+# Prediction and evaluation
+
+
+@torch.no_grad()
+def predict_slices(result: CAMResult, dataset: SliceDataset, thresholds: dict[str, float] | float | None = None,
+                   batch_size: int = 64) -> dict[str, dict[str, torch.Tensor]]:
+    """Masks of every slice of ``dataset``, per modality.
+
+    Returns ``{modality: {"labels": (N, H, W) int64, "positive": (N, K) bool, "maps": (N, K, H, W)}}``:
+    for CAM rows ``maps`` are the raw foreground CAMs and ``labels`` their thresholded masks
+    (needs ``thresholds``, one per modality or one for all; ``None`` skips ``labels``); for the
+    supervised row ``labels`` is the arg-max, ``positive`` "mask not empty" and ``maps`` the
+    foreground softmax probabilities.
+    """
+    out = {}
+    _, columns = _modality_columns(dataset, result.modalities)
+    for m, col in zip(result.modalities, columns):
+        net, images = result.nets[m], dataset.images[:, col:col + 1]
+        if result.supervised:
+            device = next(net.parameters()).device
+            logits = torch.cat([net(images[s:s + batch_size].to(device)).cpu()
+                                for s in range(0, len(images), batch_size)])
+            labels = logits.argmax(1)
+            positive = torch.stack([(labels == c).flatten(1).any(1) for c in range(1, logits.shape[1])], 1)
+            out[m] = {"labels": labels, "positive": positive, "maps": logits.softmax(1)[:, 1:]}
+            continue
+        scores, maps = predict_cams(net, images, batch_size)
+        entry = {"positive": net.predict_positive(scores), "maps": net.foreground_maps(maps)}
+        if thresholds is not None:
+            t = thresholds[m] if isinstance(thresholds, dict) else thresholds
+            entry["labels"] = cam_to_mask(entry["maps"], entry["positive"], t)
+        out[m] = entry
+    return out
+
+
+@torch.no_grad()
+def measure_equivariance(result: CAMResult, dataset: SliceDataset, transforms: dict, batch_size: int = 64) -> dict:
+    """How far each trained network is from equivariant: ER on the positive slices of ``dataset``.
+
+    For every named :class:`mixseg_lite.transforms.Transform`, the mean over tumour slices of
+    :func:`mixseg_lite.losses.cam.equivariance_loss` between ``pi(CAM(x))`` and ``CAM(pi(x))``
+    (normalised foreground CAMs, inside the transform's valid pixels), networks in eval mode.
+    Returns ``{modality: {transform_name: er}}``; 0 means perfectly equivariant.
+    """
+    if result.supervised:
+        raise InputError("measure_equivariance needs CAM networks, not the supervised row")
+    positive = (dataset.tags[:, 1:] > 0).any(dim=1)
+    if not positive.any():
+        raise InputError("measure_equivariance: the dataset has no tumour slice")
+    _, columns = _modality_columns(dataset, result.modalities)
+    out = {}
+    for m, col in zip(result.modalities, columns):
+        net, images = result.nets[m], dataset.images[positive][:, col:col + 1]
+        cams = normalize_cam(net.foreground_maps(predict_cams(net, images, batch_size)[1]))
+        out[m] = {}
+        for name, pi in transforms.items():
+            cams_of_pi = normalize_cam(net.foreground_maps(predict_cams(net, pi.apply(images), batch_size)[1]))
+            valid = pi.valid_mask(*images.shape[-2:])
+            er = equivariance_loss(pi.apply(cams), cams_of_pi, torch.ones(len(images), dtype=torch.bool), valid)
+            out[m][name] = float(er)
+    return out
+
+
+def _class_labels(result: CAMResult, dataset: SliceDataset) -> torch.Tensor:
+    """Targets in the label space of the predictions: softmax CAMs predict 'tumour' as one class."""
+    if result.supervised or result.config.multilabel:
+        return dataset.labels
+    return (dataset.labels > 0).long()
+
+
+def choose_thresholds(result: CAMResult, val: SliceDataset, thresholds=THRESHOLDS) -> dict[str, dict]:
+    """Per modality, the CAM threshold with the best mean 3-D Dice on ``val``.
+
+    Returns ``{modality: {"threshold": t, "sweep": {t: dice_3d}}}``; the supervised row needs no
+    threshold (``{"threshold": None, "sweep": {}}``).
+    """
+    if result.supervised:
+        return {m: {"threshold": None, "sweep": {}} for m in result.modalities}
+    predictions = predict_slices(result, val)
+    labels = _class_labels(result, val)
+    out = {}
+    for m, p in predictions.items():
+        best, sweep = choose_threshold(p["maps"], p["positive"], labels, val.volume_index, thresholds)
+        out[m] = {"threshold": best, "sweep": sweep}
+    return out
+
+
+def evaluate_cam(result: CAMResult, test: SliceDataset, thresholds: dict[str, float] | float | None = None) -> list[dict]:
+    """One row per modality: ``{"method", "modality", "threshold", "dice_3d", "dice_pos",
+    "dice_slice_avg", "accuracy"}`` (see :mod:`mixseg_lite.evaluation`)."""
+    predictions = predict_slices(result, test, thresholds)
+    labels = _class_labels(result, test)
+    num_classes = len(result.class_names) if result.supervised or result.config.multilabel else 2
+    rows = []
+    for m, p in predictions.items():
+        if "labels" not in p:
+            raise InputError(f"evaluate_cam: no CAM threshold for modality {m!r}; pass thresholds")
+        scores = evaluate_tag_segmentation(p["labels"], labels, test.volume_index, p["positive"], num_classes)
+        t = None if result.supervised else (thresholds[m] if isinstance(thresholds, dict) else thresholds)
+        rows.append({"method": result.config.method, "modality": m, "threshold": t,
+                     **{k: v for k, v in scores.items() if k != "per_class"}})
+    return rows
+
+
+def empty_baseline(test: SliceDataset, binary: bool = True) -> dict:
+    """The empty-mask baseline row, scored by the very same function as the methods."""
+    labels = (test.labels > 0).long() if binary else test.labels
+    pred = torch.zeros_like(labels)
+    num_classes = 2 if binary else len(test.class_names)
+    scores = evaluate_tag_segmentation(pred, labels, test.volume_index, None, num_classes)
+    return {"method": "empty", "modality": "-", "threshold": None,
+            **{k: v for k, v in scores.items() if k != "per_class"}}

@@ -1,0 +1,112 @@
+"""The CAM training loop: every ablation row runs, losses are finite, seeded runs are identical."""
+
+import math
+
+import pytest
+import torch
+
+from mixseg_lite import InputError
+from mixseg_lite.cam import CAMNet
+from mixseg_lite.data.brain_sim import make_brain_volumes
+from mixseg_lite.data.slices import SliceDataset
+from mixseg_lite.models import UNet
+from mixseg_lite.train import CAM_METHODS, CAMConfig, evaluate_cam, train_cam, train_supervised
+from mixseg_lite.train.cam import choose_thresholds, empty_baseline, predict_slices, recalibrate_batchnorm
+
+TINY = dict(epochs=2, steps_per_epoch=1, batch_size=4, base_width=4, depth=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    volumes = make_brain_volumes(n_volumes=4, n_slices=6, size=32, modalities=("T1", "T2", "FLAIR"), seed=1,
+                                 tumour_probability=1.0)
+    return SliceDataset(volumes[:3]), SliceDataset(volumes[3:])
+
+
+@pytest.mark.parametrize("method", list(CAM_METHODS))
+def test_every_method_runs_with_finite_losses(data, method):
+    train, test = data
+    result = train_cam(train, method=method, modalities=("T2", "FLAIR"), **TINY)
+    assert set(result.nets) == {"T2", "FLAIR"} and result.modalities == ("T2", "FLAIR")
+    assert len(result.log) == 2 and all(math.isfinite(v) for r in result.log for v in r.values())
+    expected = {"cls", "loss"} | {k for k, on in CAM_METHODS[method].items() if on}
+    if method == "supervised":
+        expected = {"ce_dice", "loss"}
+        assert all(isinstance(n, UNet) for n in result.nets.values())
+    else:
+        assert all(isinstance(n, CAMNet) for n in result.nets.values())
+    assert set(result.log[0]) == expected | {"epoch", "seconds"}
+    assert not any(n.training for n in result.nets.values())
+    rows = evaluate_cam(result, test, thresholds=None if method == "supervised" else 0.5)
+    assert [r["modality"] for r in rows] == ["T2", "FLAIR"]
+    assert all(0.0 <= r[k] <= 1.0 for r in rows for k in ("dice_3d", "dice_pos", "dice_slice_avg", "accuracy"))
+
+
+def test_seeded_runs_are_identical_and_seeds_matter(data):
+    train, _ = data
+    a = train_cam(train, method="cam_er_cmer_kl", modalities=("T1", "FLAIR"), seed=3, **TINY)
+    b = train_cam(train, method="cam_er_cmer_kl", modalities=("T1", "FLAIR"), seed=3, **TINY)
+    c = train_cam(train, method="cam_er_cmer_kl", modalities=("T1", "FLAIR"), seed=4, **TINY)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a.log]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b.log]
+    for m in a.nets:
+        for (name, pa), pb in zip(a.nets[m].state_dict().items(), b.nets[m].state_dict().values()):
+            assert torch.equal(pa, pb), name
+    assert strip != [{k: v for k, v in r.items() if k != "seconds"} for r in c.log]
+
+
+def test_thresholds_predictions_and_empty_baseline(data):
+    train, test = data
+    result = train_cam(train, method="cam_er", modalities=("FLAIR",), **TINY)
+    chosen = choose_thresholds(result, test, thresholds=[0.3, 0.6])
+    assert set(chosen) == {"FLAIR"} and chosen["FLAIR"]["threshold"] in (0.3, 0.6)
+    pred = predict_slices(result, test, {"FLAIR": chosen["FLAIR"]["threshold"]})["FLAIR"]
+    assert pred["labels"].shape == test.labels.shape and pred["positive"].shape == (len(test), 1)
+    # Slices predicted negative have empty masks.
+    assert not pred["labels"][~pred["positive"][:, 0]].any()
+    empty = empty_baseline(test)
+    assert empty["method"] == "empty" and empty["dice_3d"] == 0.0
+    with pytest.raises(InputError, match="threshold"):
+        evaluate_cam(result, test)
+
+
+def test_multilabel_core_and_oedema():
+    volumes = make_brain_volumes(n_volumes=2, n_slices=6, size=32, labels="core_oedema", seed=2,
+                                 tumour_probability=1.0)
+    data = SliceDataset(volumes)
+    result = train_cam(data, method="cam_er_cmer_kl", multilabel=True, modalities=("T2", "FLAIR"), **TINY)
+    assert result.nets["T2"].multilabel and result.nets["T2"].num_classes == 2  # core, oedema
+    rows = evaluate_cam(result, data, thresholds=0.5)
+    assert all(math.isfinite(r["accuracy"]) for r in rows)
+
+
+def test_supervised_entry_point(data):
+    train, test = data
+    result = train_supervised(train, modalities=("T1",), **TINY)
+    assert result.supervised and result.config.method == "supervised"
+    pred = predict_slices(result, test)["T1"]
+    assert pred["labels"].shape == test.labels.shape
+
+
+def test_recalibrate_batchnorm_uses_clean_images():
+    net = CAMNet(base_width=4, depth=2)
+    images = torch.randn(6, 1, 8, 8) * 3 + 2
+    recalibrate_batchnorm(net, images, "cpu")
+    first_bn = net.unet.encoder.blocks[0][1]
+    conv = net.unet.encoder.blocks[0][0]
+    with torch.no_grad():
+        expected = conv(images).mean(dim=(0, 2, 3))
+    assert torch.allclose(first_bn.running_mean, expected, atol=1e-4)
+    assert first_bn.momentum == 0.1
+
+
+def test_bad_input(data):
+    train, _ = data
+    with pytest.raises(InputError, match="unknown method"):
+        CAMConfig(method="seam")
+    with pytest.raises(InputError, match="at least 2 modalities"):
+        train_cam(train, method="cam_er_cmer", modalities=("T2",), **TINY)
+    with pytest.raises(InputError, match="missing modality 'T1ce'"):
+        train_cam(train, method="cam", modalities=("T2", "T1ce"), **TINY)
+    with pytest.raises(InputError, match="empty"):
+        train_cam([], method="cam", **TINY)
