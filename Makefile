@@ -9,7 +9,7 @@ ATLAS := /usr/share/mricron/templates/aal.nii.gz
 # CPU-only torch for these machines and CI; a user installing with pip elsewhere gets a normal torch.
 CONSTRAINTS ?= constraints-cpu.txt
 
-.PHONY: setup system-deps demo test notebooks check bench sweeps clean
+.PHONY: setup system-deps demo test notebooks check bench clean
 
 setup: $(STAMP) system-deps
 
@@ -33,7 +33,7 @@ demo: setup
 	$(CLI) demo --out runs/demo
 
 test: setup
-	$(PY) -m pytest tests notebooks --nbval-lax -q -p no:cacheprovider
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -q -p no:cacheprovider --durations=15
 
 # Re-execute every notebook source into its committed .ipynb twin (papermill, default parameters).
 notebooks: setup

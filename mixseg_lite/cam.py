@@ -125,6 +125,9 @@ def cam_to_mask(maps: torch.Tensor, predicted_positive: torch.Tensor, threshold:
     """
     if maps.ndim != 4:
         raise InputError(f"maps must be (B, K, H, W), got shape {tuple(maps.shape)}")
+    if predicted_positive.shape[:1] != maps.shape[:1]:
+        raise InputError(f"predicted_positive {tuple(predicted_positive.shape)} must have one row per slice "
+                         f"({maps.shape[0]})")
     positive = predicted_positive.reshape(maps.shape[0], -1).bool().to(maps.device)
     if positive.shape[1] != maps.shape[1]:
         raise InputError(f"predicted_positive has {positive.shape[1]} classes per slice, maps have {maps.shape[1]}")
@@ -132,6 +135,8 @@ def cam_to_mask(maps: torch.Tensor, predicted_positive: torch.Tensor, threshold:
         raise InputError(f"threshold {threshold} must be in [0, 1] (normalised CAMs)")
     cams = normalize_cam(maps) * positive[:, :, None, None]
     best, index = cams.max(dim=1)
+    # A zero CAM (slice predicted negative, or below the map's minimum) never counts as foreground,
+    # even at threshold 0.
     return torch.where(best >= max(threshold, 1e-12), index + 1, torch.zeros_like(index))
 
 

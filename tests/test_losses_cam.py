@@ -81,7 +81,7 @@ def test_equivariance_loss_zero_for_an_equivariant_net_and_gradient_through_both
     x = torch.randn(3, 1, 8, 8)
     positive = torch.ones(3, dtype=torch.bool)
     for t in (Transform("hflip"), Transform("vflip"), Transform("rot90", k=1)):
-        assert float(equivariance_loss(t.apply(net(x)), net(t.apply(x)), positive)) < 1e-12
+        assert equivariance_loss(t.apply(net(x)), net(t.apply(x)), positive).item() < 1e-12
     # A net that is not equivariant (3x3 kernel without symmetry) has a positive ER, and its
     # gradient flows through both views.
     conv = torch.nn.Conv2d(1, 2, 3, padding=1)
@@ -92,7 +92,7 @@ def test_equivariance_loss_zero_for_an_equivariant_net_and_gradient_through_both
     b.retain_grad()
     loss = equivariance_loss(a, b, positive)
     loss.backward()
-    assert float(loss) > 1e-4 and a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+    assert loss.item() > 1e-4 and a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
 
 
 def _views(M=2, B=3, C=2, H=6, W=6, seed=0):

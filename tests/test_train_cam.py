@@ -11,7 +11,9 @@ from mixseg_lite.data.brain_sim import make_brain_volumes
 from mixseg_lite.data.slices import SliceDataset
 from mixseg_lite.models import UNet
 from mixseg_lite.train import CAM_METHODS, CAMConfig, evaluate_cam, train_cam, train_supervised
-from mixseg_lite.train.cam import choose_thresholds, empty_baseline, predict_slices, recalibrate_batchnorm
+from mixseg_lite.train.cam import (choose_thresholds, empty_baseline, measure_equivariance, predict_slices,
+                                   recalibrate_batchnorm)
+from mixseg_lite.transforms import Transform
 
 TINY = dict(epochs=2, steps_per_epoch=1, batch_size=4, base_width=4, depth=2, progress=False)
 
@@ -68,6 +70,8 @@ def test_thresholds_predictions_and_empty_baseline(data):
     assert empty["method"] == "empty" and empty["dice_3d"] == 0.0
     with pytest.raises(InputError, match="threshold"):
         evaluate_cam(result, test)
+    er = measure_equivariance(result, test, {"id": Transform(), "hflip": Transform("hflip")})
+    assert er["FLAIR"]["id"] == pytest.approx(0.0, abs=1e-12) and er["FLAIR"]["hflip"] >= 0.0
 
 
 def test_multilabel_core_and_oedema():

@@ -131,7 +131,7 @@ class CAMResult:
         return self.config.method == "supervised"
 
 
-def _dataset(data, modalities) -> SliceDataset:
+def _dataset(data) -> SliceDataset:
     if isinstance(data, SliceDataset):
         dataset = data
     else:
@@ -171,7 +171,7 @@ def train_cam(data: list[Volume] | SliceDataset, config: CAMConfig | None = None
         reproducible for a given ``seed`` on a given device and thread count.
     """
     config = dataclasses.replace(config or CAMConfig(), **overrides)
-    dataset = _dataset(data, config.modalities)
+    dataset = _dataset(data)
     modalities, columns = _modality_columns(dataset, config.modalities)
     terms = config.terms
     if (terms["cmer"] or terms["kl"]) and len(modalities) < 2:
@@ -402,7 +402,8 @@ def choose_thresholds(result: CAMResult, val: SliceDataset, thresholds=THRESHOLD
     return out
 
 
-def evaluate_cam(result: CAMResult, test: SliceDataset, thresholds: dict[str, float] | float | None = None) -> list[dict]:
+def evaluate_cam(result: CAMResult, test: SliceDataset,
+                 thresholds: dict[str, float] | float | None = None) -> list[dict]:
     """One row per modality: ``{"method", "modality", "threshold", "dice_3d", "dice_pos",
     "dice_slice_avg", "accuracy"}`` (see :mod:`mixseg_lite.evaluation`)."""
     predictions = predict_slices(result, test, thresholds)
