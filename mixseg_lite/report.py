@@ -111,7 +111,7 @@ def _columns(runs: list[RunMetrics]) -> tuple[list[str], list[str]]:
 
     Group columns: notebook, the row's identifiers (method, branch or modality, any text value),
     then the parameters that differ between runs other than the seed. Value columns: the rows'
-    other numbers.
+    other numbers, except ``*_std`` (a run's own spread, kept in ``results.csv``).
     """
     row_keys = _ordered_keys(row for run in runs for row in run.rows)
     identifiers = [key for key in row_keys
@@ -120,7 +120,9 @@ def _columns(runs: list[RunMetrics]) -> tuple[list[str], list[str]]:
                           for run in runs for row in run.rows)]
     identifiers.sort(key=lambda key: IDENTIFIER_KEYS.index(key) if key in IDENTIFIER_KEYS
                      else len(IDENTIFIER_KEYS))
-    values = [key for key in row_keys if key not in identifiers]
+    # A run's own spread over its test volumes (dice_std, hd95_std) stays in results.csv; the
+    # tables show the spread over seeds of the means instead.
+    values = [key for key in row_keys if key not in identifiers and not key.endswith("_std")]
     varying = [key for key in _ordered_keys(run.params for run in runs)
                if key != SEED_PARAMETER and key not in row_keys
                and len({json.dumps(run.params.get(key), sort_keys=True, default=str)

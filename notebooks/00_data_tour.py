@@ -37,6 +37,9 @@ if "google.colab" in sys.modules:
 
     subprocess.run(["git", "clone", "--depth", "1", "https://github.com/mixseg-lite/mixseg-lite", "/content/mixseg-lite"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/mixseg-lite"], check=True)
+    # The real atlas dataset (Colin27 + AAL) ships in the Debian package mricron-data.
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "mricron-data"], check=True)
     os.chdir("/content/mixseg-lite/notebooks")
 
 # %% tags=["parameters"]

@@ -37,6 +37,9 @@ if "google.colab" in sys.modules:
 
     subprocess.run(["git", "clone", "--depth", "1", "https://github.com/mixseg-lite/mixseg-lite", "/content/mixseg-lite"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/mixseg-lite"], check=True)
+    # The real atlas dataset (Colin27 + AAL) ships in the Debian package mricron-data.
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "mricron-data"], check=True)
     os.chdir("/content/mixseg-lite/notebooks")
 
 # %% tags=["parameters"]
@@ -63,7 +66,11 @@ temperature = 1.0
 pseudo_threshold = None
 ramp_up_epochs = 4
 norm = "group"
-dice_weight = 1.0  # teacher loss L_s = CE + dice_weight * Dice
+# Teacher loss: cross-entropy plus dice_weight times soft Dice.
+dice_weight = 1.0
+# Cross-entropy class weights (1 / class frequency) ** class_balance; 0 is plain cross-entropy.
+# Without them the teacher left the RV or the myocardium unpredicted for 20+ epochs on some seeds.
+class_balance = 0.5
 assert_orderings = True  # sweeps over seeds set False to record every run, whatever its ordering
 
 # %%
@@ -80,7 +87,7 @@ device = mixseg_lite.setup_notebook(seed, num_threads)
 params = {k: v for k, v in globals().items() if k in {
     "seed", "num_threads", "output_dir", "dataset", "image_size", "n_volumes", "n_slices", "split_sizes", "weak_kind",
     "methods", "epochs", "batch_size", "learning_rate", "base_width", "depth", "lambda_kd", "lambda_ent",
-    "temperature", "pseudo_threshold", "ramp_up_epochs", "norm", "dice_weight", "assert_orderings"}}
+    "temperature", "pseudo_threshold", "ramp_up_epochs", "norm", "dice_weight", "class_balance", "assert_orderings"}}
 
 # %% [markdown]
 # ## 1. Data: full masks for a few volumes, seeds for the rest
@@ -119,7 +126,8 @@ print(f"fraction of D_w pixels carrying a weak label: {labelled:.3f}")
 config = MixedConfig(epochs=epochs, batch_size=batch_size, lr=learning_rate, lambda_kd=lambda_kd,
                      lambda_ent=lambda_ent, temperature=temperature, pseudo_threshold=pseudo_threshold,
                      weak_kind=weak_kind, base_width=base_width, depth=depth, norm=norm,
-                     ramp_up_epochs=ramp_up_epochs, dice_weight=dice_weight, seed=seed)
+                     ramp_up_epochs=ramp_up_epochs, dice_weight=dice_weight,
+                     class_balance=class_balance, seed=seed)
 rows, results = run_mixed_ablation(methods, splits["full"], splits["weak"], splits["test"], config,
                                    val=splits["val"])
 
@@ -187,12 +195,14 @@ for claim, holds in claims.items():
 #   KL + entropy is far above entropy alone.
 # * *Does not hold:* KL + entropy does **not** beat KL alone, pseudo-masks do **not** lose to
 #   entropy, and the student does **not** outperform the teacher. Adding entropy lowers the student
-#   by several Dice points, and the student losses also pull the shared encoder away from the
-#   teacher, whose Dice drops below the lower bound.
+#   a little (here and on average over three seeds: README, Results), and the student losses also
+#   pull the shared encoder away from the teacher, whose Dice drops below the lower bound. On the
+#   real atlas (`dataset="atlas"`, same README section) the student does beat the teacher and the
+#   lower bound on average over seeds.
 # * Our set-up differs from the paper's: 64x64 simulated slices instead of 256x256 ACDC, a UNet of
 #   width 8 instead of 64, 12 short epochs instead of a long schedule, and loss weights that the
 #   paper does not publish (ours: `lambda_kd = 10`, `lambda_ent = 0.1` with a 4-epoch ramp-up,
-#   GroupNorm). Try `lambda_ent`, `ramp_up_epochs`, `epochs` and `dataset="atlas"` as exercises;
+#   GroupNorm, and class weights `class_balance = 0.5` in the teacher's cross-entropy). Try `lambda_ent`, `ramp_up_epochs`, `epochs` and `dataset="atlas"` as exercises;
 #   `experiments/` sweeps them over seeds.
 
 # %%

@@ -70,6 +70,7 @@ transform_kinds = ["hflip", "vflip", "rot90", "translate", "rescale"]
 max_shift = 0.3
 scale_range = [0.7, 1.3]
 thresholds = [0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8]
+assert_orderings = True  # sweeps over seeds set False to record every run, whatever its ordering
 
 # %%
 import time
@@ -92,7 +93,8 @@ started = time.perf_counter()
 params = {k: v for k, v in globals().items() if k in {
     "seed", "num_threads", "output_dir", "modalities", "image_size", "n_volumes", "n_slices", "split_sizes",
     "methods", "epochs", "batch_size", "learning_rate", "weight_decay", "base_width", "depth", "er_weight",
-    "cmer_weight", "kl_weight", "tau", "transform_kinds", "max_shift", "scale_range", "thresholds"}}
+    "cmer_weight", "kl_weight", "tau", "transform_kinds", "max_shift", "scale_range", "thresholds",
+    "assert_orderings"}}
 
 # %% [markdown]
 # ## 1. Simulated multi-contrast brains, and tags
@@ -332,12 +334,18 @@ for claim, holds in claims.items():
 # - **The trap is real**: the empty masks score 0.740 slice-averaged Dice, above half of the
 #   rows (every T2 row, supervised included), and 0 in 3-D.
 #
+# **Over three seeds** (new volumes, split and weights per seed: `mixseg-lite sweep
+# experiments/cam_ablation_brain.yaml`, table in the README's Results section) the FLAIR gain of
+# ER and the harm CMER does to FLAIR hold on every seed; the T2 gain of ER, the KL effect and
+# "the method beats plain CAM" are smaller than the spread between seeds. One run of this notebook is a
+# demonstration, not evidence: compare methods over seeds.
+#
 # We did not tune the losses to make the paper's orderings appear; the assertions below check
-# what held on the default run.
+# what held on the default run (a sweep sets `assert_orderings = False` to record every seed).
 
 # %%
 # What holds on the default run, with tolerances (see the verdict above).
-if set(CAM_ROWS) <= set(methods):
+if assert_orderings and set(CAM_ROWS) <= set(methods):
     for m in modalities:
         assert dice[("cam_er", m)] > dice[("cam", m)] + 0.02, f"{m}: ER should improve on plain CAMs"
         best_cam = max(dice[(k, m)] for k in cam_methods)
@@ -348,7 +356,8 @@ if set(CAM_ROWS) <= set(methods):
     if "FLAIR" in modalities:
         assert dice[("cam_er_cmer_kl", "FLAIR")] > dice[("cam", "FLAIR")] + 0.1, "FLAIR: the method beats plain CAM"
 assert empty["dice_3d"] == 0.0 and empty["dice_pos"] == 0.0, "the empty baseline finds no tumour"
-assert len(beaten) >= 3 and empty["dice_slice_avg"] > 0.6, "the trap: empty masks beat methods on slice-averaged Dice"
+if assert_orderings:
+    assert len(beaten) >= 3 and empty["dice_slice_avg"] > 0.6, "the trap: empty masks beat methods on slice-averaged Dice"
 
 # %%
 # NBVAL_IGNORE_OUTPUT

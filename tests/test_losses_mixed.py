@@ -126,6 +126,22 @@ def test_supervised_loss_adds_dice(logits):
         (ce + dice_loss(logits, target)).item())
 
 
+def test_class_balance_weighs_each_class_by_its_inverse_frequency():
+    # 1 pixel of class 1 and 3 of class 0: with class_balance 1 each class contributes half.
+    target = torch.tensor([[[0, 0], [0, 1]]])
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 1, 1, 1] = -2.0  # the lone class-1 pixel is badly predicted
+    log_p = logits.log_softmax(dim=1)
+    loss_bg, loss_fg = -log_p[0, 0, 0, 0], -log_p[0, 1, 1, 1]
+    w_bg, w_fg = (4 + 2) / (3 + 1), (4 + 2) / (1 + 1)
+    expected = (3 * w_bg * loss_bg + w_fg * loss_fg) / (3 * w_bg + w_fg)
+    assert supervised_loss(logits, target, class_balance=1.0).item() == pytest.approx(expected.item())
+    plain = (3 * loss_bg + loss_fg) / 4
+    assert supervised_loss(logits, target, class_balance=0.0).item() == pytest.approx(plain.item())
+    # Balancing raises the weight of the rare, badly predicted class.
+    assert supervised_loss(logits, target, class_balance=0.5).item() > plain.item()
+
+
 def test_teacher_decoder_gets_no_gradient_from_student_losses():
     torch.manual_seed(0)
     model = DualBranchUNet(1, 3, base_width=4, depth=2)

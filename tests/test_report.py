@@ -86,3 +86,13 @@ def test_report_command_prints_the_table(rundir, capsys):
 def test_folder_without_metrics_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no metrics.json below"):
         write_report(tmp_path)
+
+
+def test_within_run_spread_stays_in_the_csv_but_not_the_table(tmp_path):
+    for seed, dice in KL_SEG_DICE.items():
+        write_run(tmp_path, "kl", seed, [{"method": "kl", "branch": "seg", "dice": dice, "dice_std": 0.05}])
+    paths = write_report(tmp_path)
+    table = paths["markdown"].read_text()
+    assert "dice_std" not in table and "| 0.800 ± 0.100 |" in table
+    with paths["csv"].open() as handle:
+        assert all(float(row["dice_std"]) == 0.05 for row in csv.DictReader(handle))

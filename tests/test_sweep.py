@@ -172,3 +172,19 @@ def test_scheduler_without_dask_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     with pytest.raises(InputError, match=r"mixseg-lite\[distributed\]"):
         run_sweep(sweep_file, scheduler="tcp://127.0.0.1:1", progress=False)
+
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sweep_file", EXPERIMENTS, ids=[path.stem for path in EXPERIMENTS])
+def test_shipped_sweep_files_expand_to_three_seeds_of_valid_parameters(sweep_file):
+    sweep = load_sweep(sweep_file)  # checks every parameter name against the notebook
+    assert sorted(run.parameters["seed"] for run in sweep.runs) == [0, 1, 2]
+    assert all(run.notebook.is_file() for run in sweep.runs)
+    assert all(run.parameters["assert_orderings"] is False for run in sweep.runs)
+
+
+def test_every_ablation_notebook_has_a_sweep_file():
+    swept = {load_sweep(path).runs[0].notebook.name for path in EXPERIMENTS}
+    assert {"02_kl_distillation.py", "03_cam_equivariance.py"} <= swept

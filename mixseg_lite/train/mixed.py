@@ -65,6 +65,7 @@ class MixedConfig:
     ramp_up_epochs: int = 5             # [choose] entropy/pseudo weight grows linearly over these epochs
     entropy_on_full: bool = False
     dice_weight: float = 1.0            # L_s = CE + dice_weight * Dice; Dice keeps the small RV from being ignored
+    class_balance: float = 0.5          # CE class weights (1/frequency)**class_balance; 0 is plain CE
     weak_kind: str = "seeds"
     base_width: int = 8
     depth: int = 3
@@ -82,6 +83,9 @@ class MixedConfig:
             raise InputError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
         if self.epochs < 0 or self.batch_size < 1:
             raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        if self.class_balance < 0 or self.dice_weight < 0:
+            raise InputError(f"class_balance and dice_weight must be >= 0, got {self.class_balance}, "
+                             f"{self.dice_weight}")
 
     @property
     def terms(self) -> dict:
@@ -208,7 +212,7 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
                 else:
                     supervised, full_labels = teacher[:n_s], batch_s["label"]
                 losses = {"sup": supervised_loss(supervised.float(), _to_device(full_labels, device),
-                                                 config.dice_weight)}
+                                                 config.dice_weight, config.class_balance)}
                 if terms["student"]:
                     weak_targets = _to_device(torch.cat([batch_s["weak"], batch_w["weak"]]), device)
                     student = student.float()

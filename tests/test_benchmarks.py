@@ -1,0 +1,51 @@
+"""The benchmark script runs end to end on tiny settings (its numbers are not checked: timings
+belong to benchmarks, not tests), and its bfloat16 Dice verdict compares means over seeds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks" / "bench.py"
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("mixseg_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _dice_row(precision: str, seed: int, teacher: float, student: float) -> dict:
+    return {"label": f"Dice after training, {precision}, seed {seed}", "dice_teacher": teacher,
+            "dice_student": student}
+
+
+def test_bf16_dice_verdict_allows_seed_noise_but_not_a_shift():
+    bench = _bench_module()
+    noisy = [_dice_row("fp32", 0, 0.80, 0.70), _dice_row("fp32", 1, 0.90, 0.80),
+             _dice_row("bf16 autocast", 0, 0.85, 0.72), _dice_row("bf16 autocast", 1, 0.88, 0.79)]
+    summary = bench.summarize("paper", noisy)
+    assert summary["dice_unchanged"] is True and summary["dice_seeds"] == 2
+    assert summary["dice_fp32"]["dice_teacher"] == "0.850 ± 0.071"
+    shifted = [_dice_row("fp32", s, 0.80, 0.70) for s in (0, 1)] + [
+        _dice_row("bf16 autocast", s, 0.90, 0.70) for s in (0, 1)]
+    summary = bench.summarize("paper", shifted)
+    assert summary["dice_unchanged"] is False
+    assert summary["dice_mean_abs_difference"]["dice_teacher"] == 0.1
+
+
+def test_tiny_paper_and_throughput_benchmarks_run(tmp_path):
+    output = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, str(BENCH), "--tiny", "--only", "paper,throughput",
+                           "--output", str(output), "--timeout", "600"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    parts = json.loads(output.read_text())["parts"]
+    summary = parts["paper"]["summary"]
+    assert summary["bf16_speedup"] > 0 and isinstance(summary["dice_unchanged"], bool)
+    assert all(row["slices_per_s"] > 0 for row in parts["throughput"]["rows"])
