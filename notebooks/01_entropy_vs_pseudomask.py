@@ -21,7 +21,7 @@
 # 3. Train the mixed-supervision student (Liu et al., MedIA 2023) with KL + entropy, with
 #    KL + pseudo-masks, and with entropy but no KL, and watch the last one collapse.
 #
-# **Time to run:** about 60 s on a 2-core CPU at the default parameters.
+# **Time to run:** about 25 s on a 2-core CPU at the default parameters.
 #
 # **Data:** a *simulated* cardiac short-axis MRI dataset generated on the fly
 # (`mixseg_lite.data.cardiac_sim`); no download.

@@ -21,7 +21,7 @@
 #    volume and class (the original code reported HD95 in voxels), mean (std) over volumes.
 # 4. Check which of the paper's claims hold on our data, and say so when one does not.
 #
-# **Time to run:** about 80 s on a 2-core CPU at the default parameters.
+# **Time to run:** about 45 s on a 2-core CPU at the default parameters.
 #
 # **Data:** a *simulated* cardiac short-axis MRI dataset (`mixseg_lite.data.cardiac_sim`), not ACDC;
 # notebook 04 trains on real data when you have it.

@@ -24,7 +24,7 @@
 # 4. Fall into the evaluation trap once, on purpose: Dice averaged over slices rewards predicting
 #    nothing. Report 3-D Dice per volume and Dice on tumour slices instead.
 #
-# **Time to run:** about 60 s on an otherwise idle 2-core CPU at the default parameters (several
+# **Time to run:** about 40 s on an otherwise idle 2-core CPU at the default parameters (several
 # minutes when other jobs share the cores).
 #
 # **Data:** a *simulated* multi-contrast brain MRI dataset with tumours
