@@ -18,6 +18,13 @@ def _where(source: str | None) -> str:
     return f"{source}: " if source else ""
 
 
+def check_choice(value, choices, what: str, source: str | None = None) -> None:
+    """Raise :class:`InputError` naming the valid choices unless ``value`` is one of ``choices``."""
+    choices = tuple(choices)  # a tuple also compares unhashable values (a list given by mistake)
+    if value not in choices:
+        raise InputError(f"{_where(source)}unknown {what} {value!r}; choose one of {', '.join(map(str, choices))}")
+
+
 def check_label_values(labels, num_classes: int, source: str | None = None,
                        allow_unlabelled: bool = False) -> None:
     """Raise :class:`InputError` unless every label is in ``0..num_classes-1``.
@@ -26,9 +33,13 @@ def check_label_values(labels, num_classes: int, source: str | None = None,
     """
     from mixseg_lite import UNLABELLED
 
-    array = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels)
+    if hasattr(labels, "detach"):  # a tensor: reduce where it lives, copy two numbers, not the mask
+        if labels.numel() == 0 or (int(labels.min()) >= 0 and int(labels.max()) < num_classes):
+            return  # the common case, checked without sorting: this runs on every loss call
+        labels = labels.detach().cpu()
+    array = np.asarray(labels)
     if array.size == 0 or (array.min() >= 0 and array.max() < num_classes):
-        return  # the common case, checked without sorting: this runs on every loss call
+        return
     values = np.unique(array)
     valid = (values >= 0) & (values < num_classes)
     if allow_unlabelled:

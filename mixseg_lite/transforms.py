@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mixseg_lite.errors import InputError
+from mixseg_lite.errors import InputError, check_choice
 
 KINDS = ("identity", "hflip", "vflip", "rot90", "translate", "rescale")
 RANDOM_KINDS = ("hflip", "vflip", "rot90", "translate", "rescale")
@@ -61,8 +61,7 @@ class Transform:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise InputError(f"unknown transform kind {self.kind!r}; choose one of {KINDS}")
+        check_choice(self.kind, KINDS, "transform kind")
         if self.kind == "rescale" and not self.scale > 0:
             raise InputError(f"rescale factor must be positive, got {self.scale}")
 

@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from mixseg_lite import UNLABELLED
-from mixseg_lite.errors import InputError, check_label_values
+from mixseg_lite.errors import InputError, check_choice, check_label_values
 
 WEAK_KINDS = ("seeds", "scribbles", "boxes", "points", "full")
 """Names accepted by :func:`make_weak_label`."""
@@ -82,8 +82,7 @@ def make_weak_label(mask, kind: str, seed: int = 0, num_classes: int | None = No
         InputError: unknown kind or option, bad option value or seed, mask not 2-D/3-D,
             label values outside ``0..num_classes-1``.
     """
-    if not isinstance(kind, str) or kind not in WEAK_KINDS:
-        raise InputError(f"make_weak_label: unknown weak kind {kind!r}; valid kinds: {', '.join(WEAK_KINDS)}")
+    check_choice(kind, WEAK_KINDS, "weak kind", "make_weak_label")
     options = _checked_options(kind, options, "make_weak_label")
     seed = _checked_seed(seed, "make_weak_label")
     full = _checked_full_mask(mask, "make_weak_label", ndims=(2, 3), num_classes=num_classes)

@@ -27,7 +27,7 @@ import numpy as np
 
 from mixseg_lite import UNLABELLED
 from mixseg_lite.data.volume import Volume
-from mixseg_lite.errors import InputError, check_label_values
+from mixseg_lite.errors import InputError, check_choice, check_label_values
 
 STATIC_ENV_VAR = "MIXSEG_STATIC_WIDGETS"
 """``1``/``true`` forces the static figure, ``0``/``false`` forces widgets; unset: detect."""
@@ -156,8 +156,7 @@ def _weak_mask(volume: Volume, weak, weak_seed: int) -> np.ndarray | None:
     if isinstance(weak, str):
         from mixseg_lite.weak import WEAK_KINDS, make_weak_label
 
-        if weak not in WEAK_KINDS:
-            raise InputError(f"{volume.case_id}: unknown weak-label kind {weak!r}; choose one of {WEAK_KINDS}")
+        check_choice(weak, WEAK_KINDS, "weak-label kind", volume.case_id)
         if volume.label is None:
             raise InputError(f"{volume.case_id}: weak labels are derived from a label map, and this volume has none")
         return make_weak_label(volume.label, weak, seed=weak_seed, num_classes=volume.num_classes)

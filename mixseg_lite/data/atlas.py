@@ -40,7 +40,7 @@ from mixseg_lite.errors import InputError
 ATLAS_DIR = Path("/usr/share/mricron/templates")
 """Where ``mricron-data`` installs the templates; ``$MIXSEG_ATLAS_DIR`` overrides it."""
 
-T1_FILE, LABEL_FILE, NAMES_FILE = "ch2.nii.gz", "aal.nii.gz", "aal.nii.txt"
+T1_FILE, LABEL_FILE = "ch2.nii.gz", "aal.nii.gz"
 
 DEFAULT_GROUPS: dict[str, tuple[int, ...]] = {
     "caudate": (71, 72),
@@ -76,19 +76,6 @@ def atlas_files(directory: Path | None = None) -> tuple[Path, Path]:
                          "Debian/Ubuntu package mricron-data (sudo apt-get install mricron-data) "
                          "or set MIXSEG_ATLAS_DIR")
     return paths
-
-
-def region_names(directory: Path | None = None) -> dict[int, str]:
-    """AAL region number -> name from ``aal.nii.txt`` (empty if that file is absent)."""
-    path = (atlas_dir() if directory is None else Path(directory)) / NAMES_FILE
-    if not path.is_file():
-        return {}
-    names = {}
-    for line in path.read_text(errors="replace").splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0].isdigit():
-            names[int(parts[0])] = parts[1]
-    return names
 
 
 def _check_groups(groups: dict, source: str) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from mixseg_lite.data.volume import Volume
-from mixseg_lite.errors import InputError
+from mixseg_lite.errors import InputError, check_choice
 
 FIELD_OF_VIEW_MM = 220.0
 """In-plane field of view; the pixel size is ``FIELD_OF_VIEW_MM / size``."""
@@ -248,10 +248,8 @@ def make_brain_volumes(n_volumes: int = 16, n_slices: int = 24, size: int = 64,
         raise InputError(f"simulated brain: unknown modalities {unknown or modalities}; choose from {MODALITIES}")
     if len(set(modalities)) != len(modalities):
         raise InputError(f"simulated brain: repeated modality in {modalities}")
-    if labels not in LABEL_SETS:
-        raise InputError(f"simulated brain: unknown label set {labels!r}; choose one of {tuple(LABEL_SETS)}")
-    if normalisation not in NORMALISATIONS:
-        raise InputError(f"simulated brain: unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
+    check_choice(labels, LABEL_SETS, "label set", "simulated brain")
+    check_choice(normalisation, NORMALISATIONS, "normalisation", "simulated brain")
     if size < 32 or n_slices < 1 or n_volumes < 1:
         raise InputError(f"simulated brain: need size >= 32, n_slices >= 1, n_volumes >= 1; "
                          f"got size={size}, n_slices={n_slices}, n_volumes={n_volumes}")

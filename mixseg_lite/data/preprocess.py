@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from mixseg_lite.data.volume import Volume
-from mixseg_lite.errors import InputError
+from mixseg_lite.errors import InputError, check_choice
 
 NORMALIZE_METHODS = ("minmax", "zscore")
 RESIZE_MODES = ("fit", "resize", "crop_pad")
@@ -38,8 +38,7 @@ def normalize_intensity(volume: Volume, method: str = "zscore",
 
     A constant modality becomes all zeros rather than dividing by zero.
     """
-    if method not in NORMALIZE_METHODS:
-        raise InputError(f"{volume.case_id}: unknown normalisation {method!r}; use one of {NORMALIZE_METHODS}")
+    check_choice(method, NORMALIZE_METHODS, "normalisation", volume.case_id)
     channels = [_normalize_channel(ch, method, clip_percentiles, nonzero, volume.case_id)
                 for ch in volume.image]
     return replace(volume, image=np.stack(channels).astype(np.float32), meta=dict(volume.meta))
@@ -230,8 +229,7 @@ def prepare_volumes(volumes: list[Volume], size=None, pixel_size=None, resize: s
         label_map, class_names: see :func:`remap_labels`.
         modalities: names to keep, in order.
     """
-    if resize not in RESIZE_MODES:
-        raise InputError(f"unknown resize mode {resize!r}; use one of {RESIZE_MODES}")
+    check_choice(resize, RESIZE_MODES, "resize mode")
     return [_prepare_one(v, size, pixel_size, resize, normalize, clip_percentiles, nonzero,
                          label_map, class_names, modalities) for v in volumes]
 

@@ -57,7 +57,7 @@ def supervised_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: flo
         weight = ((counts.sum() + len(counts)) / (counts + 1)) ** class_balance
     loss = F.cross_entropy(logits, target, weight=weight)
     if dice_weight:
-        loss = loss + dice_weight * dice_loss(logits, target)
+        loss = loss + dice_weight * _soft_dice_loss(logits, target)
     return loss
 
 
@@ -73,6 +73,12 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bo
         target: ``(B, H, W)`` int64, every pixel labelled.
     """
     _check_target(logits, target, allow_unlabelled=False)
+    return _soft_dice_loss(logits, target, include_background, eps)
+
+
+def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bool = False,
+                    eps: float = 1e-5) -> torch.Tensor:
+    """:func:`dice_loss` without the input checks, for callers that have made them."""
     probs = logits.softmax(dim=1)
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
     dims = (0, 2, 3)

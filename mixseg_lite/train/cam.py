@@ -44,7 +44,7 @@ from mixseg_lite.cam import (THRESHOLDS, CAMNet, cam_to_mask, choose_threshold, 
                              tag_targets)
 from mixseg_lite.data.slices import SliceDataset
 from mixseg_lite.data.volume import Volume
-from mixseg_lite.errors import InputError, check_nonempty
+from mixseg_lite.errors import InputError, check_choice, check_nonempty
 from mixseg_lite.evaluation import evaluate_tag_segmentation
 from mixseg_lite.losses.cam import class_kl, classification_loss, cross_modal_equivariance_loss, equivariance_loss
 from mixseg_lite.losses.mixed import supervised_loss
@@ -94,8 +94,7 @@ class CAMConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.method not in CAM_METHODS:
-            raise InputError(f"unknown method {self.method!r}; choose one of {list(CAM_METHODS)}")
+        check_choice(self.method, CAM_METHODS, "method")
         if self.epochs < 0 or self.batch_size < 1:
             raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         if self.equivariance_maps not in ("foreground", "all"):

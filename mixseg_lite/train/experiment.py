@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from mixseg_lite.data.slices import SliceDataset, split_volumes
 from mixseg_lite.data.volume import Volume
-from mixseg_lite.errors import InputError
+from mixseg_lite.errors import InputError, check_choice
 from mixseg_lite.models import DualBranchUNet
 from mixseg_lite.results import write_metrics
 from mixseg_lite.train.mixed import METHODS, MixedConfig, TrainResult, evaluate_mixed, predict_volumes, train_mixed
@@ -248,8 +248,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, image_siz
         ``{"full": [...], "weak": [...], "val": [...], "test": [...]}`` lists of
         :class:`~mixseg_lite.data.volume.Volume`.
     """
-    if name not in DATASETS:
-        raise InputError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
+    check_choice(name, DATASETS, "dataset")
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 16:
         raise InputError(f"dataset {name!r}: image_size must be an integer >= 16, got {image_size!r}")
     if max_cases is not None and (not isinstance(max_cases, int) or max_cases < 1):

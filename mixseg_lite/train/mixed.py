@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from mixseg_lite.data.slices import SliceDataset
 from mixseg_lite.data.volume import Volume
-from mixseg_lite.errors import InputError, check_nonempty
+from mixseg_lite.errors import InputError, check_choice, check_nonempty
 from mixseg_lite.losses.mixed import (entropy_loss, kl_distillation, partial_cross_entropy,
                                       pseudo_mask_loss, supervised_loss)
 from mixseg_lite.metrics import evaluate_volumes, summarize
@@ -79,8 +79,7 @@ class MixedConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
+        check_choice(self.method, METHODS, "method")
         if self.epochs < 0 or self.batch_size < 1:
             raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         if self.class_balance < 0 or self.dice_weight < 0:
