@@ -8,7 +8,7 @@ Examples::
     mixseg-lite demo                       # every notebook at defaults + a results table
     mixseg-lite sweep experiments/ablation.yaml --workers 2
     mixseg-lite sweep experiments/ablation.yaml --scheduler tcp://node17:8786
-    mixseg-lite report runs/ablation
+    mixseg-lite report runs/ablation --csv results/ablation.csv
 
 Also ``python -m mixseg_lite.cli ...``.
 """
@@ -81,10 +81,14 @@ def _command_check(args: argparse.Namespace) -> int:
 
 
 def _command_demo(args: argparse.Namespace) -> int:
+    from mixseg_lite.hardware import machine_summary
     from mixseg_lite.notebooks import execute_notebook
     from mixseg_lite.report import read_runs, rows_markdown
 
     out = Path(args.out)
+    # Training numbers depend on the CPU's instruction sets and the thread count: say which.
+    machine = f"machine: {machine_summary()} (each notebook sets its own thread count; see metrics.json)"
+    print(machine)
     failures = 0
     for source in _selected_notebooks(args.notebooks):
         started = time.perf_counter()
@@ -96,8 +100,9 @@ def _command_demo(args: argparse.Namespace) -> int:
             print(f"FAILED {error}", file=sys.stderr)
     if any(out.rglob("metrics.json")):
         table = rows_markdown(read_runs(out))
-        (out / "results.md").write_text(table, encoding="utf-8")
+        (out / "results.md").write_text(f"{machine}\n\n{table}", encoding="utf-8")
         print(table)
+        print(machine)
         print(f"table written to {out / 'results.md'}")
     return EXIT_FAILED if failures else EXIT_OK
 
@@ -114,7 +119,7 @@ def _command_sweep(args: argparse.Namespace) -> int:
 def _command_report(args: argparse.Namespace) -> int:
     from mixseg_lite.report import write_report
 
-    paths = write_report(args.rundir)
+    paths = write_report(args.rundir, csv_copy=args.csv)
     print(paths["markdown"].read_text(encoding="utf-8"))
     print("written: " + ", ".join(str(path) for path in paths.values()))
     return EXIT_OK
@@ -159,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="results.csv/.md/.png from a run folder")
     report.add_argument("rundir", help="folder holding metrics.json files (a sweep, a demo)")
+    report.add_argument("--csv", help="also write results.csv here (e.g. results/<sweep>.csv)")
     report.set_defaults(handler=_command_report)
     return parser
 

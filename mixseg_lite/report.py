@@ -247,11 +247,36 @@ def _write_chart(summary: list[dict[str, Any]], group_columns: list[str],
     figure.savefig(path, dpi=100)
 
 
-def write_report(rundir: str | Path) -> dict[str, Path]:
+def claims_markdown(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of the paper's claims for the notebooks in ``rows``, settled over seeds.
+
+    One line per claim: means of both rows, the mean paired difference with its 95% t interval,
+    the seeds on which the claimed direction held, and the verdict (:mod:`mixseg_lite.stats`).
+    Empty when no notebook in ``rows`` has a claim set or fewer than two seeds were run.
+    """
+    from mixseg_lite.claims import CLAIMS_BY_NOTEBOOK
+    from mixseg_lite.stats import settle
+
+    tables = []
+    for notebook in dict.fromkeys(str(row.get("notebook")) for row in rows):
+        claims = CLAIMS_BY_NOTEBOOK.get(notebook)
+        members = [row for row in rows if str(row.get("notebook")) == notebook]
+        if not claims or len({str(row.get(SEED_PARAMETER)) for row in members}) < 2:
+            continue
+        settled = [difference.as_row() for difference in settle(members, claims, notebook)]
+        if settled:
+            header = list(settled[0])
+            tables.append(_markdown(header, [[str(row[column]) for column in header] for row in settled]))
+    return "\n".join(tables)
+
+
+def write_report(rundir: str | Path, csv_copy: str | Path | None = None) -> dict[str, Path]:
     """Write ``results.csv``, ``results.md`` and ``results.png`` into ``rundir``; return their paths.
 
     ``results.md`` holds mean ± std (sample std, ddof=1; "-" for a single seed) over seeds per
-    notebook / method / branch or modality / varying parameter, with the count ``n``.
+    notebook / method / branch or modality / varying parameter, with the count ``n``, then the
+    claims of the notebook settled by paired differences over seeds (:func:`claims_markdown`).
+    ``csv_copy`` also writes the CSV there (how ``results/`` is regenerated).
     """
     rundir = Path(rundir)
     runs = read_runs(rundir)
@@ -261,7 +286,59 @@ def write_report(rundir: str | Path) -> dict[str, Path]:
     paths = {"csv": rundir / "results.csv", "markdown": rundir / "results.md",
              "png": rundir / "results.png"}
     _write_csv(rows, paths["csv"])
-    paths["markdown"].write_text(summary_markdown(summary, group_columns, value_columns),
-                                 encoding="utf-8")
+    claims = claims_markdown(rows)
+    paths["markdown"].write_text(summary_markdown(summary, group_columns, value_columns)
+                                 + (f"\nClaims, paired over seeds (95% t interval of the difference):\n\n{claims}"
+                                    if claims else ""), encoding="utf-8")
     _write_chart(summary, group_columns, value_columns, paths["png"])
+    if csv_copy is not None:
+        Path(csv_copy).parent.mkdir(parents=True, exist_ok=True)
+        _write_csv(rows, Path(csv_copy))
+        paths["csv_copy"] = Path(csv_copy)
     return paths
+
+
+def seed_summary_rows(rows: list[dict[str, Any]], group_columns: list[str],
+                      value_columns: list[str]) -> list[dict[str, Any]]:
+    """Flat rows for :func:`mixseg_lite.results.format_table`: group values, ``n``, and per value
+    column its mean and sample std over seeds (``<column>`` and ``<column>_sd``)."""
+    flat = []
+    for entry in summarize(rows, group_columns, value_columns):
+        row = {column: entry[column] for column in group_columns}
+        row["n"] = entry["n"]
+        for column in value_columns:
+            mean, std, _ = entry[column]
+            row[column], row[f"{column}_sd"] = mean, (math.nan if std is None else std)
+        flat.append(row)
+    return flat
+
+
+def committed_tables(name: str, claims: list, group_columns: list[str], value_columns: list[str],
+                     where: dict[str, Any] | None = None) -> str:
+    """Text of a committed sweep (``results/<name>.csv``): mean ± sd over seeds per row, then
+    each claim's paired difference, 95% interval and verdict. Reads a file, so it prints the same
+    on every machine (notebooks check it with nbval). ``where`` keeps only matching rows."""
+    from mixseg_lite.results import committed_results, format_table
+    from mixseg_lite.stats import read_results, settle
+
+    path = committed_results(name)
+    if path is None:
+        return f"results/{name}.csv not found: regenerate it with the command in results/README.md"
+    rows = [row for row in read_results(path)
+            if all(str(row.get(k)) == str(v) for k, v in (where or {}).items())]
+    for row in rows:
+        for column in value_columns:
+            try:
+                row[column] = float(row[column])
+            except (KeyError, TypeError, ValueError):
+                row[column] = math.nan
+    seeds = sorted({int(row["seed"]) for row in rows})
+    summary = seed_summary_rows(rows, group_columns, value_columns)
+    columns = [*group_columns, "n", *(c for column in value_columns for c in (column, f"{column}_sd"))]
+    settled = [difference.as_row() for difference in settle(rows, claims, str(path))]
+    text = [f"results/{name}.csv: {len(seeds)} seeds ({', '.join(map(str, seeds))}); mean and sd over seeds",
+            format_table(summary, columns)]
+    if settled:
+        text += ["", "claims: paired difference over seeds (better - worse), 95% t interval, verdict",
+                 format_table(settled, list(settled[0]))]
+    return "\n".join(text)

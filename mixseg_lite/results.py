@@ -8,14 +8,19 @@ from pathlib import Path
 
 
 def write_metrics(output_dir: str | Path, rows: list[dict], params: dict) -> Path:
-    """Write ``{"rows": rows, "params": params}`` to ``output_dir/metrics.json`` and return its path.
+    """Write ``{"rows": rows, "params": params, "machine": ...}`` to ``output_dir/metrics.json``
+    and return its path. ``machine`` records the CPU features, thread count and versions the
+    numbers came from (:func:`mixseg_lite.hardware.machine_info`).
 
     Only JSON-friendly scalars belong in rows; nested dicts are kept as they are.
     """
+    from mixseg_lite.hardware import machine_info
+
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "metrics.json"
-    path.write_text(json.dumps({"rows": rows, "params": params}, indent=2, default=_jsonable) + "\n")
+    record = {"rows": rows, "params": params, "machine": machine_info()}
+    path.write_text(json.dumps(record, indent=2, default=_jsonable) + "\n")
     return path
 
 
@@ -42,3 +47,21 @@ def format_table(rows: list[dict], columns: list[str], digits: int = 3) -> str:
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+RESULTS_DIR = "results"
+
+
+def committed_results(name: str) -> Path | None:
+    """The committed sweep table ``results/<name>.csv`` (see ``results/README.md``), or None.
+
+    Looked up beside the notebooks (``../results`` from ``notebooks/``), in the current folder,
+    and in the checkout the package was installed from, so the notebooks find it locally, on
+    Binder and in a Colab clone.
+    """
+    import mixseg_lite
+
+    filename = f"{name}.csv"
+    candidates = [Path.cwd().parent / RESULTS_DIR, Path.cwd() / RESULTS_DIR,
+                  Path(mixseg_lite.__file__).resolve().parents[1] / RESULTS_DIR]
+    return next((folder / filename for folder in candidates if (folder / filename).is_file()), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -27,13 +28,28 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def setup_notebook(seed: int = 0, num_threads: int = 2, device: str = "auto") -> torch.device:
-    """Everything a notebook does first: seeds, a fixed thread count, the device.
+def thread_count(requested: int) -> int:
+    """``requested``, capped by ``OMP_NUM_THREADS`` when that is set (a shared machine, or CI
+    imitating a one-thread machine, must be able to lower every notebook's thread count)."""
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(requested, int(cap))) if cap.isdigit() and int(cap) > 0 else max(1, requested)
 
-    A fixed thread count keeps floating-point reductions in the same order from run to run,
-    so the rounded results that nbval compares are reproducible on the same kind of machine.
+
+def setup_notebook(seed: int = 0, num_threads: int = 2, device: str = "auto", quiet: bool = False) -> torch.device:
+    """Everything a notebook does first: seeds, a fixed thread count, the device; then it prints
+    the machine the notebook's numbers come from (CPU instruction sets, threads, versions).
+
+    A fixed thread count keeps floating-point reductions in the same order from run to run on
+    one machine. Another CPU, thread count or library version changes training results in the
+    last digits, and training amplifies that: notebooks therefore check only outputs that are
+    the same everywhere (see CONTRIBUTING.md) and print trained scores for reading.
     """
-    torch.set_num_threads(num_threads)
+    from mixseg_lite.hardware import machine_summary
+
+    torch.set_num_threads(thread_count(num_threads))
     seed_everything(seed)
-    return pick_device(device)
+    chosen = pick_device(device)
+    if not quiet:
+        print(f"numbers below come from: {machine_summary()}; device {chosen}")
+    return chosen
 

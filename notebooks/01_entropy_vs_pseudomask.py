@@ -21,7 +21,8 @@
 # 3. Train the mixed-supervision student (Liu et al., MedIA 2023) with KL + entropy, with
 #    KL + pseudo-masks, and with entropy but no KL, and watch the last one collapse.
 #
-# **Time to run:** about 25 s on a 2-core CPU at the default parameters.
+# **Time to run:** about 30 s on a 2-core CPU at the default parameters (measured on one without
+# AVX-512; faster with it).
 #
 # **Data:** a *simulated* cardiac short-axis MRI dataset generated on the fly
 # (`mixseg_lite.data.cardiac_sim`); no download.
@@ -48,7 +49,7 @@ n_volumes = 22
 n_slices = 8
 split_sizes = {"full": 3, "weak": 10, "val": 3, "test": 6}
 weak_kind = "seeds"
-epochs = 12
+epochs = 6
 batch_size = 8
 learning_rate = 0.005
 base_width = 8
@@ -73,10 +74,12 @@ import numpy as np
 import torch
 
 import mixseg_lite
+from mixseg_lite.claims import ENTROPY_CLAIMS
 from mixseg_lite.data.cardiac_sim import make_cardiac_volumes
 from mixseg_lite.data.slices import split_volumes
 from mixseg_lite.losses import entropy_loss, pixel_entropy, pseudo_mask_loss
 from mixseg_lite.plotting import show_predictions
+from mixseg_lite.report import committed_tables
 from mixseg_lite.results import format_table, write_metrics
 from mixseg_lite.train import MixedConfig, predict_volumes, run_mixed_ablation
 
@@ -203,7 +206,9 @@ rows, results = run_mixed_ablation(methods, splits["full"], splits["weak"], spli
 # the student calls foreground (the truth is given below) and its mean prediction entropy.
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# NBVAL_IGNORE_OUTPUT
+# Scores of models trained here: printed for reading, not compared by nbval (they change in the
+# last digits with the CPU's instruction set and thread count, and training amplifies that).
 test = splits["test"]
 true_fg = float(np.mean([(v.label > 0).mean() for v in test]))
 for row in rows:
@@ -229,25 +234,45 @@ fig = show_predictions(test[0], {f"{m} student": predict_volumes(results[m].mode
 # * **Entropy without KL collapses.** The seeds label only foreground, so nothing tells the
 #   student where background is: it labels (nearly) every pixel as foreground, a trivial solution
 #   that the seed loss rewards. Entropy minimisation cannot rescue it, since it rewards confidence
-#   in a wrong answer as much as in a right one; the collapsed student's mean entropy even stays
-#   above the KL students' (printed below), because it still mixes up the three foreground classes.
+#   in a wrong answer as much as in a right one.
 # * **KL + entropy vs KL + pseudo-masks.** With the teacher's KL in place both students learn.
-#   The paper reports entropy ahead of pseudo-masks. On our simulated data at these settings it is
-#   the other way round (printed below): the claim does not hold here, and we do not tune it away.
-#   Notebook 02 puts both in the full ablation; `experiments/` repeats it over seeds.
+#   The paper reports entropy ahead of pseudo-masks. Whether that holds here is a question for
+#   many seeds, not for the one run above: a single run's ordering of two close rows changes with
+#   the seed, and even with the machine (another CPU sums in another order, and training
+#   amplifies the difference).
+#
+# So the claims are settled on the committed multi-seed results: this notebook at its default
+# parameters, run for 5 seeds (`mixseg-lite sweep experiments/teaching_profiles.yaml`, see
+# `results/README.md`). Each seed draws new volumes, a new split and new weights, and trains every
+# row on them, so the rows of a seed are paired; a claim **holds** when the 95% interval of the
+# paired difference lies above 0, is **opposite** when it lies below, and is **not resolved**
+# otherwise. These tables are read from a file, so they are the same on every machine.
 
 # %%
 # NBVAL_CHECK_OUTPUT
+print(committed_tables("teaching_profiles", ENTROPY_CLAIMS, ["method", "branch"], ["dice", "foreground_fraction"],
+                       where={"notebook": "01_entropy_vs_pseudomask"}))
+
+# %% [markdown]
+# The live run, for comparison (one seed, this machine; read it, do not conclude from it):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
 by = {(r["method"], r["branch"]): r for r in rows}
-collapse = by[("ent", "student")]
-method = by[("kl_ent", "student")]
-pseudo = by[("pseudo", "student")]
-assert collapse["foreground_fraction"] > 2 * true_fg, "entropy without KL should over-segment"
-assert method["dice"] > collapse["dice"] + 0.2, "KL + entropy should beat entropy alone by a wide margin"
-print(f"entropy alone collapses: foreground {collapse['foreground_fraction']:.2f} vs true {true_fg:.2f}")
-print(f"KL+entropy student Dice {method['dice']:.3f} vs KL+pseudo-mask student Dice {pseudo['dice']:.3f}")
-print("entropy beats pseudo-masks on this data:", method["dice"] > pseudo["dice"])
+collapse, method, pseudo = by[("ent", "student")], by[("kl_ent", "student")], by[("pseudo", "student")]
+print(f"entropy alone: foreground {collapse['foreground_fraction']:.2f} of the pixels vs true {true_fg:.2f}")
+print(f"KL+entropy student Dice {method['dice']:.3f}, KL+pseudo-mask student Dice {pseudo['dice']:.3f}, "
+      f"entropy-only student Dice {collapse['dice']:.3f}")
+
+# %% [markdown]
+# Only orderings far outside the noise are asserted, with tolerances taken from the spread over
+# the 5 committed seeds of this profile (`results/teaching_profiles.csv`): there the entropy-only
+# student labelled at least 0.81 of the pixels foreground (true fraction 0.06-0.07), and the
+# KL+entropy student beat it by at least 0.50 Dice (paired, every seed). The assertions ask for a
+# third of those gaps, so they hold on any machine and seed that is not broken.
 
 # %%
 write_metrics(output_dir, [{k: r[k] for k in ("method", "branch", "dice", "hd95_mm", "foreground_fraction")}
                            for r in rows], params)
+assert collapse["foreground_fraction"] > 4 * true_fg, "entropy without KL should over-segment"
+assert method["dice"] > collapse["dice"] + 0.15, "KL + entropy should beat entropy alone by a wide margin"

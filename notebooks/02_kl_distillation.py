@@ -21,7 +21,8 @@
 #    volume and class (the original code reported HD95 in voxels), mean (std) over volumes.
 # 4. Check which of the paper's claims hold on our data, and say so when one does not.
 #
-# **Time to run:** about 45 s on a 2-core CPU at the default parameters.
+# **Time to run:** about 40 s on a 2-core CPU at the default parameters (measured on one without
+# AVX-512; faster with it). The full ablation over 5 seeds is committed in `results/` and shown below.
 #
 # **Data:** a *simulated* cardiac short-axis MRI dataset (`mixseg_lite.data.cardiac_sim`), not ACDC;
 # notebook 04 trains on real data when you have it.
@@ -52,8 +53,10 @@ n_volumes = 22
 n_slices = 8
 split_sizes = {"full": 3, "weak": 10, "val": 3, "test": 6}  # None: the dataset's default split
 weak_kind = "seeds"
-methods = ["lower_bound", "weak_only", "kl", "ent", "kl_ent", "pseudo", "upper_bound"]
-epochs = 12
+# The live run trains four rows; the committed sweep has all seven (lower_bound, weak_only, kl, ent,
+# kl_ent, pseudo, upper_bound) over 5 seeds.
+methods = ["lower_bound", "weak_only", "kl", "kl_ent"]
+epochs = 6
 batch_size = 8
 learning_rate = 0.005
 base_width = 8
@@ -78,8 +81,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import mixseg_lite
+from mixseg_lite.claims import MIXED_CLAIMS
 from mixseg_lite.data.slices import SliceDataset
 from mixseg_lite.plotting import plot_curves, show_overlay, show_predictions
+from mixseg_lite.report import committed_tables
 from mixseg_lite.results import format_table, write_metrics
 from mixseg_lite.train import DATASETS, MixedConfig, load_dataset, predict_volumes, run_mixed_ablation
 
@@ -132,13 +137,15 @@ rows, results = run_mixed_ablation(methods, splits["full"], splits["weak"], spli
                                    val=splits["val"])
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# NBVAL_IGNORE_OUTPUT
+# Scores of models trained here: printed for reading, not compared by nbval (they change in the
+# last digits with the CPU's instruction set and thread count, and training amplifies that).
 print(f"{dataset} test volumes: 3-D Dice and HD95 (mm), mean (std) over {len(splits['test'])} volumes,",
       "averaged over", ", ".join(splits["test"][0].class_names[1:]))
 print(format_table(rows, ["method", "branch", "dice", "dice_std", "hd95_mm", "hd95_std"]))
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# NBVAL_IGNORE_OUTPUT
 class_rows = [{"method": r["method"], "branch": r["branch"],
                **{f"dice {c}": v["dice"] for c, v in r["per_class"].items()}} for r in rows]
 print(format_table(class_rows, list(class_rows[0])))
@@ -163,56 +170,54 @@ fig = show_predictions(test_volume, shown, slices=[1, test_volume.num_slices // 
 # %% [markdown]
 # ## 3. Which of the paper's claims hold here?
 #
-# The cell below tests each claim of the paper on this run and prints whether it holds. The
-# assertions after it check only orderings that must hold for the method to be working at all
-# (with tolerances); the paper's finer claims are reported, not forced. On the default run,
-# read the printed verdicts: a claim printed as `False` does **not** hold on our simulated data at
-# these settings, and we leave it that way rather than tune it away.
+# One run cannot tell: two rows a few hundredths apart swap places with the seed, and even with
+# the machine (another CPU sums in another order, and training amplifies the difference). The
+# claims are therefore settled on the committed sweep: all seven rows, 12 epochs, 5 seeds
+# (`experiments/mixed_ablation_cardiac.yaml`, or `_atlas.yaml` for `dataset="atlas"`; the command
+# that regenerates each file is in `results/README.md`). Each seed draws new volumes, a new split
+# and new weights and trains every row on them, so the rows of one seed are *paired*; for each
+# claim we take the per-seed difference, its mean and its 95% Student-t interval. The verdict is
+# **holds** when the interval lies above 0, **opposite** when it lies below 0, and **not resolved
+# at n seeds** when it contains 0. The table is read from a file, so it is the same everywhere.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-dice = {(r["method"], r["branch"]): r["dice"] for r in rows}
-claims = {}
-if {"kl", "ent", "kl_ent"} <= set(methods):
-    claims["KL+Ent student beats KL alone"] = dice[("kl_ent", "student")] > dice[("kl", "student")]
-    claims["KL+Ent student beats Ent alone"] = dice[("kl_ent", "student")] > dice[("ent", "student")]
-if {"ent", "weak_only"} <= set(methods):
-    claims["Ent without KL collapses (no better than weak only + 0.05)"] = (
-        dice[("ent", "student")] < dice[("weak_only", "student")] + 0.05)
-if {"kl_ent", "pseudo"} <= set(methods):
-    claims["entropy beats pseudo-masks (student)"] = dice[("kl_ent", "student")] > dice[("pseudo", "student")]
-if "kl_ent" in methods:
-    claims["student outperforms teacher (KL+Ent)"] = dice[("kl_ent", "student")] > dice[("kl_ent", "teacher")]
-for claim, holds in claims.items():
-    print(f"{claim:<60} {holds}")
+committed = {"simulated_cardiac": "mixed_ablation_cardiac", "atlas": "mixed_ablation_atlas"}
+if dataset in committed:
+    print(committed_tables(committed[dataset], MIXED_CLAIMS, ["method", "branch"], ["dice", "hd95_mm"]))
+else:
+    print(f"no committed sweep for dataset {dataset!r}: run one with `mixseg-lite sweep` (see results/README.md)")
 
 # %% [markdown]
-# **What we find on the simulated cardiac data at the default parameters** (the verdicts above are
-# recomputed on every run and checked by nbval, so this paragraph cannot drift silently):
+# **Reading the table.** Entropy without KL collapses to the seed-only student, and KL rescues
+# that student by a wide margin: both hold on every seed. The paper's finer claims (KL + entropy
+# above KL alone, entropy above pseudo-masks, the student above its teacher) are decided by the
+# verdict column, not by one run; where it says *not resolved*, the difference is smaller than
+# what 5 seeds can resolve, and where it says *opposite*, the claim fails at these settings.
+# These settings differ from the paper's: 64x64 simulated slices instead of 256x256 ACDC, a UNet
+# of width 8 instead of 64, 12 short epochs, and loss weights the paper does not publish (ours:
+# `lambda_kd = 10`, `lambda_ent = 0.1` with a ramp-up, GroupNorm, class-balanced teacher loss).
+# So a failed claim here says "not under this recipe", not "not at all".
 #
-# * *Holds:* entropy minimisation without KL collapses: the student trained on foreground-only seeds
-#   plus entropy is no better than the seed-only student (RV Dice near 0, far too much foreground).
-#   KL + entropy is far above entropy alone.
-# * *Does not hold:* KL + entropy does **not** beat KL alone, pseudo-masks do **not** lose to
-#   entropy, and the student does **not** outperform the teacher. Adding entropy lowers the student
-#   a little (here and on average over three seeds: README, Results), and the student losses also
-#   pull the shared encoder away from the teacher, whose Dice drops below the lower bound. On the
-#   real atlas (`dataset="atlas"`, same README section) the student does beat the teacher and the
-#   lower bound on average over seeds.
-# * Our set-up differs from the paper's: 64x64 simulated slices instead of 256x256 ACDC, a UNet of
-#   width 8 instead of 64, 12 short epochs instead of a long schedule, and loss weights that the
-#   paper does not publish (ours: `lambda_kd = 10`, `lambda_ent = 0.1` with a 4-epoch ramp-up,
-#   GroupNorm, and class weights `class_balance = 0.5` in the teacher's cross-entropy). Try `lambda_ent`, `ramp_up_epochs`, `epochs` and `dataset="atlas"` as exercises;
-#   `experiments/` sweeps them over seeds.
+# The live run above, for comparison (one seed, this machine):
 
 # %%
-if assert_orderings and {"lower_bound", "upper_bound"} <= set(methods):
-    assert dice[("upper_bound", "teacher")] > dice[("lower_bound", "teacher")] - 0.02, "full labels should help"
-if assert_orderings and {"kl_ent", "weak_only"} <= set(methods):
-    assert dice[("kl_ent", "student")] > dice[("weak_only", "student")] + 0.2, "KL must rescue the seed-only student"
-if assert_orderings and {"kl", "weak_only"} <= set(methods):
-    assert dice[("kl", "student")] > dice[("weak_only", "student")] + 0.2
+# NBVAL_IGNORE_OUTPUT
+dice = {(r["method"], r["branch"]): r["dice"] for r in rows}
+for (method, branch), value in dice.items():
+    print(f"{method:<12} {branch:<8} {value:.3f}")
+
+# %% [markdown]
+# Only orderings far outside the noise are asserted, with tolerances taken from the spread over
+# the 5 committed seeds of this notebook's default profile (`results/teaching_profiles.csv`): there
+# the KL student beat the seed-only student by at least 0.40 Dice on every seed; the assertion
+# asks for half of that, so it holds on any machine and seed that is not broken.
 
 # %%
 write_metrics(output_dir, [{k: r[k] for k in ("method", "branch", "dice", "dice_std", "hd95_mm", "hd95_std")}
                            for r in rows], params)
+if assert_orderings and {"kl_ent", "weak_only"} <= set(methods):
+    assert dice[("kl_ent", "student")] > dice[("weak_only", "student")] + 0.2, "KL must rescue the seed-only student"
+if assert_orderings and {"kl", "weak_only"} <= set(methods):
+    assert dice[("kl", "student")] > dice[("weak_only", "student")] + 0.2, "KL must rescue the seed-only student"
+

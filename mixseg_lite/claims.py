@@ -1,0 +1,48 @@
+"""The papers' claims, written as paired comparisons of rows of a sweep's results table.
+
+Each sweep's notebook has a claim set; ``mixseg-lite report`` and the notebooks settle them with
+:func:`mixseg_lite.stats.settle` (paired differences over seeds, 95% interval, verdict).
+"""
+
+from __future__ import annotations
+
+from mixseg_lite.stats import Claim
+
+
+def _student(method: str) -> dict[str, str]:
+    return {"method": method, "branch": "student"}
+
+
+# REFERENCE A (Liu et al., MedIA 2023), notebook 02: every row is a (method, branch) pair.
+MIXED_CLAIMS = [
+    Claim("KL+Ent > KL (student)", _student("kl_ent"), _student("kl")),
+    Claim("KL+Ent > Ent (student)", _student("kl_ent"), _student("ent")),
+    Claim("entropy > pseudo-masks (student)", _student("kl_ent"), _student("pseudo")),
+    Claim("student > teacher (KL+Ent)", _student("kl_ent"), {"method": "kl_ent", "branch": "teacher"}),
+    Claim("student > lower bound (KL+Ent)", _student("kl_ent"), {"method": "lower_bound", "branch": "teacher"}),
+    Claim("KL rescues the seed-only student", _student("kl"), _student("weak_only")),
+]
+
+# Notebook 01: the collapse of entropy without KL, and entropy against pseudo-masks.
+ENTROPY_CLAIMS = [
+    Claim("KL+Ent > Ent (student)", _student("kl_ent"), _student("ent")),
+    Claim("entropy > pseudo-masks (student)", _student("kl_ent"), _student("pseudo")),
+    Claim("Ent alone over-segments (foreground fraction above KL+Ent's)", _student("ent"), _student("kl_ent"),
+          metric="foreground_fraction"),
+]
+
+
+def cam_claims(modalities: tuple[str, ...] = ("T2", "FLAIR"),
+               metrics: tuple[str, ...] = ("dice_3d", "dice_pos")) -> list[Claim]:
+    """REFERENCE B (Patel & Dolz, MedIA 2022), notebook 03: the ablation's steps per modality."""
+    steps = [("ER > CAM", "cam_er", "cam"), ("ER+CMER > ER", "cam_er_cmer", "cam_er"),
+             ("method > ER+CMER", "cam_er_cmer_kl", "cam_er_cmer"), ("method > CAM", "cam_er_cmer_kl", "cam")]
+    return [Claim(f"{m}: {name}", {"method": better, "modality": m}, {"method": worse, "modality": m}, metric)
+            for metric in metrics for m in modalities for name, better, worse in steps]
+
+
+CLAIMS_BY_NOTEBOOK = {
+    "01_entropy_vs_pseudomask": ENTROPY_CLAIMS,
+    "02_kl_distillation": MIXED_CLAIMS,
+    "03_cam_equivariance": cam_claims(),
+}

@@ -1,0 +1,74 @@
+"""What machine a number came from: CPU instruction sets, kernel path, threads, versions.
+
+Training results change with the CPU's instruction set (oneDNN and ATen pick different kernels
+for AVX2, AVX-512, AVX512-BF16 and AMX), with the thread count and with library versions. Every
+notebook prints :func:`machine_summary` and every ``metrics.json`` carries :func:`machine_info`,
+so a table can always be traced to the hardware that produced it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from functools import lru_cache
+
+import torch
+
+# /proc/cpuinfo flag names of the instruction sets that change PyTorch's CPU kernels.
+CPU_FLAGS = {"avx2": "avx2", "avx512": "avx512f", "avx512_bf16": "avx512_bf16", "amx": "amx_tile"}
+# Environment variables that restrict the kernel path (CI uses them to imitate another machine).
+KERNEL_ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
+
+
+@lru_cache(maxsize=1)
+def _cpu_flags_and_model() -> tuple[frozenset[str], str]:
+    """Flags and model name from /proc/cpuinfo (Linux); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return frozenset(), platform.processor() or platform.machine()
+    flags, model = set(), ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "flags" and not flags:
+            flags = set(value.split())
+        elif key == "model name" and not model:
+            model = value.strip()
+    return frozenset(flags), model or platform.machine()
+
+
+def cpu_features() -> dict[str, bool]:
+    """``{"avx2", "avx512", "avx512_bf16", "amx"}`` -> present on this CPU (False when unknown)."""
+    flags, _ = _cpu_flags_and_model()
+    return {name: flag in flags for name, flag in CPU_FLAGS.items()}
+
+
+def machine_info() -> dict:
+    """A JSON-friendly record of the machine and software a result was computed on."""
+    _, model = _cpu_flags_and_model()
+    info = {
+        "cpu": model,
+        **cpu_features(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": __import__("numpy").__version__,
+    }
+    info.update({name.lower(): os.environ[name] for name in KERNEL_ENVIRONMENT if name in os.environ})
+    return info
+
+
+def machine_summary(info: dict | None = None) -> str:
+    """One line for logs: CPU, instruction sets present, kernel path, threads, versions."""
+    info = info or machine_info()
+    present = [name.upper().replace("_", "-") for name in CPU_FLAGS if info.get(name)] or ["none of AVX2/AVX-512/AMX"]
+    limits = [f"{name}={info[name.lower()]}" for name in KERNEL_ENVIRONMENT if name.lower() in info]
+    gpu = f", GPU {info['cuda']}" if info.get("cuda") else ""
+    return (f"{info['cpu']} ({', '.join(present)}; torch kernels {info['torch_cpu_capability']}"
+            f"{'; ' + ' '.join(limits) if limits else ''}), {info['threads']} torch thread(s){gpu}; "
+            f"Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}")

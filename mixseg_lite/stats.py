@@ -1,0 +1,162 @@
+"""Settling a claim over seeds: paired differences, their 95% confidence interval, a verdict.
+
+A claim such as "the KL+Ent student beats the KL student" compares two rows of one sweep. Every
+seed of a sweep draws the data, the split and the initial weights once, and trains every row on
+them, so the rows of one seed are *paired*: the per-seed difference removes the variance the
+rows share (an easy split lifts both). For ``n`` seeds with differences ``d_1..d_n``::
+
+    mean d  +/-  t_{0.975, n-1} * sd(d) / sqrt(n)          (Student's t interval, ddof = 1)
+
+Verdicts: ``"holds"`` when the whole interval lies on the claimed side of 0, ``"opposite"``
+when it lies on the other side, otherwise ``"not resolved at n seeds"``. The interval assumes the
+differences are roughly normal; with 5 seeds it is wide, which is the honest answer.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from scipy import stats as scipy_stats
+
+from mixseg_lite.errors import InputError
+
+CONFIDENCE = 0.95
+MIN_SEEDS = 2  # a t interval needs at least two differences
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``better`` beats ``worse`` on ``metric`` (higher is better unless ``lower_is_better``).
+
+    ``better`` and ``worse`` select one row per seed from a results table, e.g.
+    ``{"method": "kl_ent", "branch": "student"}``.
+    """
+
+    name: str
+    better: Mapping[str, Any]
+    worse: Mapping[str, Any]
+    metric: str = "dice"
+    lower_is_better: bool = False
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean paired difference (better - worse, sign flipped when lower is better) over seeds."""
+
+    claim: str
+    metric: str
+    n: int
+    better_mean: float
+    worse_mean: float
+    mean: float
+    low: float
+    high: float
+    wins: int  # seeds on which the claimed direction held
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.low, self.high, self.n)
+
+    def as_row(self, digits: int = 3) -> dict[str, Any]:
+        """A flat, rounded row for tables (rounded so that it reads the same everywhere)."""
+        return {"claim": self.claim, "metric": self.metric, "n": self.n,
+                "better": round(self.better_mean, digits), "worse": round(self.worse_mean, digits),
+                "difference": round(self.mean, digits),
+                "95% CI": f"[{self.low:+.{digits}f}, {self.high:+.{digits}f}]",
+                "wins": f"{self.wins}/{self.n}", "verdict": self.verdict}
+
+
+def verdict(low: float, high: float, n: int) -> str:
+    """``holds`` (interval > 0), ``opposite`` (interval < 0), else ``not resolved at n seeds``."""
+    if low > 0:
+        return "holds"
+    if high < 0:
+        return "opposite"
+    return f"not resolved at {n} seeds"
+
+
+def t_interval(differences: Iterable[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """``(mean, low, high)``: Student's t confidence interval of the mean of ``differences``."""
+    values = [float(d) for d in differences]
+    if len(values) < MIN_SEEDS:
+        raise InputError(f"a confidence interval needs at least {MIN_SEEDS} paired values, got {len(values)}")
+    mean = statistics.fmean(values)
+    half = scipy_stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def _matches(row: Mapping[str, Any], selector: Mapping[str, Any]) -> bool:
+    return all(str(row.get(key)) == str(value) for key, value in selector.items())
+
+
+def _per_seed(rows: list[Mapping[str, Any]], selector: Mapping[str, Any], metric: str,
+              source: str) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for row in rows:
+        if not _matches(row, selector):
+            continue
+        seed = str(row.get("seed"))
+        if seed in values:
+            raise InputError(f"{source}: two rows for {dict(selector)} with seed {seed}; "
+                             "select one row per seed (add the parameter that differs)")
+        try:
+            values[seed] = float(row[metric])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{source}: row {dict(selector)} seed {seed} has no number in "
+                             f"column {metric!r}") from None
+    return values
+
+
+def paired_difference(rows: list[Mapping[str, Any]], claim: Claim, source: str = "results") -> PairedDifference:
+    """The claim's paired difference over the seeds both of its rows have (NaN values skipped)."""
+    better = _per_seed(rows, claim.better, claim.metric, source)
+    worse = _per_seed(rows, claim.worse, claim.metric, source)
+    seeds = [s for s in better if s in worse and math.isfinite(better[s]) and math.isfinite(worse[s])]
+    if len(seeds) < MIN_SEEDS:
+        raise InputError(f"{source}: claim {claim.name!r} needs rows {dict(claim.better)} and "
+                         f"{dict(claim.worse)} for at least {MIN_SEEDS} common seeds, found {len(seeds)}")
+    sign = -1.0 if claim.lower_is_better else 1.0
+    differences = [sign * (better[s] - worse[s]) for s in seeds]
+    mean, low, high = t_interval(differences)
+    return PairedDifference(claim.name, claim.metric, len(seeds),
+                            statistics.fmean(better[s] for s in seeds), statistics.fmean(worse[s] for s in seeds),
+                            mean, low, high, sum(d > 0 for d in differences))
+
+
+def settle(rows: list[Mapping[str, Any]], claims: Iterable[Claim], source: str = "results") -> list[PairedDifference]:
+    """:func:`paired_difference` for every claim whose rows are present; others are left out."""
+    settled = []
+    for claim in claims:
+        if any(_matches(r, claim.better) for r in rows) and any(_matches(r, claim.worse) for r in rows):
+            settled.append(paired_difference(rows, claim, source))
+    return settled
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a results CSV (as written by ``mixseg-lite report``); numbers stay strings."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such results file (regenerate it with the command in results/README.md)")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "seed" not in rows[0]:
+        raise InputError(f"{path}: expected a results table with a 'seed' column")
+    return rows
+
+
+def seed_count(rows: list[Mapping[str, Any]], selector: Mapping[str, Any]) -> int:
+    """Number of distinct seeds among the rows matching ``selector``."""
+    return len({str(r.get("seed")) for r in rows if _matches(r, selector)})
+
+
+def mean_over_seeds(rows: list[Mapping[str, Any]], selector: Mapping[str, Any], metric: str) -> tuple[float, float, int]:
+    """``(mean, sample std, n)`` of ``metric`` over the seeds of the rows matching ``selector``."""
+    values = [v for v in _per_seed(rows, selector, metric, "results").values() if math.isfinite(v)]
+    if not values:
+        return math.nan, math.nan, 0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan, len(values)
