@@ -8,6 +8,11 @@ UNLABELLED = 255
 
 __version__ = "0.1.0"
 
+REPOSITORY = "mixseg-lite/mixseg-lite"
+"""GitHub ``owner/name`` of the project: the one place the Colab cells, the Colab and Binder
+badges and the README take it from (``tests/test_notebook_pairs.py`` checks that they do)."""
+REPOSITORY_URL = f"https://github.com/{REPOSITORY}"
+
 from mixseg_lite.errors import InputError  # noqa: E402
 
 _RUNTIME = {"pick_device", "seed_everything", "setup_notebook"}

@@ -66,8 +66,13 @@ def dice(pred, target) -> float:
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
-    """Voxels of ``mask`` with at least one neighbour (full connectivity) outside it."""
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
+    """Voxels of ``mask`` with at least one face neighbour (cross connectivity) outside it.
+
+    This is MONAI's ``get_mask_edges`` edge map, ``mask XOR binary_erosion(mask)`` with scipy's
+    default structuring element ``generate_binary_structure(ndim, 1)`` (the ``2 * ndim`` face
+    neighbours; a voxel whose only outside neighbours touch it by an edge or a corner is interior).
+    """
+    structure = ndimage.generate_binary_structure(mask.ndim, 1)
     # border_value=0 treats outside the array as background, so mask voxels on the border are surface.
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
@@ -75,13 +80,27 @@ def _surface(mask: np.ndarray) -> np.ndarray:
 def hd95(pred, target, spacing) -> float:
     """95th-percentile symmetric Hausdorff distance between the surfaces of two masks, in mm.
 
-    With ``S_P``, ``S_T`` the surface voxels (mask XOR its erosion by the full-connectivity
-    structure, outside the array counting as background) and ``d`` the Euclidean distance in mm::
+    With ``S_P``, ``S_T`` the surface voxels (mask XOR its binary erosion by the cross-shaped,
+    face-connectivity structure ``generate_binary_structure(ndim, 1)``, outside the array counting
+    as background, so mask voxels on the array border are surface) and ``d`` the Euclidean
+    distance in mm between voxel centres (``spacing`` per axis)::
 
         HD95 = max( P95_{p in S_P} min_{t in S_T} d(p, t),  P95_{t in S_T} min_{p in S_P} d(t, p) )
 
-    i.e. the larger of the two directed 95th percentiles, as MONAI's
-    ``compute_hausdorff_distance(percentile=95)``. Percentiles use ``np.percentile`` (linear).
+    i.e. the larger of the two directed 95th percentiles. Percentiles use ``np.percentile``
+    (linear interpolation, as ``torch.quantile`` in MONAI).
+
+    For two non-empty masks this is MONAI's (>= 1.2, which takes ``spacing``)
+    ``compute_hausdorff_distance(y_pred, y, percentile=95, spacing=spacing)`` on the masks as one
+    one-hot channel, with its defaults (``distance_metric="euclidean"``, ``directed=False``, no
+    sub-voxel edges): same edges (``get_mask_edges``: scipy ``binary_erosion`` with its default
+    structure and ``border_value=0``), same distances (``distance_transform_edt`` with
+    ``sampling=spacing``), same percentile. MONAI's crop to the bounding box of the union of the
+    masks (with a 1-voxel margin, padded with background) does not change its result, and neither
+    does the crop done here. Remaining differences: MONAI rounds the distances and the percentile
+    to float32 (this function keeps float64, so they agree to float32 precision, about 1e-7
+    relative), and the empty-mask conventions below (MONAI gives NaN when both masks are empty,
+    and inf or NaN when exactly one is).
 
     Args:
         pred, target: masks of the same shape ``(Z, H, W)`` or ``(H, W)``; non-boolean arrays are
@@ -101,11 +120,12 @@ def hd95(pred, target, spacing) -> float:
     if pred_any != target_any:
         return float(np.sqrt(np.sum((np.asarray(pred.shape) * spacing_mm) ** 2)))
 
-    pred_surface, target_surface = _surface(pred), _surface(target)
-    # The nearest surface voxel always lies inside the bounding box of both surfaces, so the
-    # distance transforms can run on that box alone: exact, and much cheaper for small structures.
-    box = ndimage.find_objects((pred_surface | target_surface).astype(np.uint8))[0]
-    pred_surface, target_surface = pred_surface[box], target_surface[box]
+    # Crop to the bounding box of the union of both masks. Exact: every voxel just outside the
+    # box is background in both masks, which is what border_value=0 assumes for the erosion, and
+    # every surface voxel (hence every nearest surface voxel) lies inside the box, so the distance
+    # transforms on the box give the same distances. Much cheaper for small structures.
+    box = ndimage.find_objects((pred | target).astype(np.uint8))[0]
+    pred_surface, target_surface = _surface(pred[box]), _surface(target[box])
 
     to_target = ndimage.distance_transform_edt(~target_surface, sampling=spacing_mm)[pred_surface]
     to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing_mm)[target_surface]

@@ -5,11 +5,41 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
 from mixseg_lite import UNLABELLED
 
 # Background transparent; foreground classes in colour-blind friendly hues (Okabe-Ito).
 CLASS_COLOURS = ["#00000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+
+
+# One colour per method across every figure (tab10 order), so a method never changes colour
+# between panels or notebooks; unknown names get the remaining colours in order of appearance.
+METHOD_COLOURS = {
+    "lower_bound": "#7f7f7f", "weak_only": "#8c564b", "kl": "#1f77b4", "ent": "#d62728", "kl_ent": "#2ca02c",
+    "pseudo": "#ff7f0e", "upper_bound": "#000000", "mean_teacher": "#17becf", "cps": "#bcbd22",
+    "cam": "#7f7f7f", "cam_er": "#1f77b4", "cam_er_cmer": "#ff7f0e", "cam_er_cmer_kl": "#2ca02c",
+    "supervised": "#000000", "empty": "#d62728",
+}
+_SPARE_COLOURS = ["#9467bd", "#e377c2", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5"]
+
+
+def method_colour(name: str) -> str:
+    """The colour of a method (its name before any space: "kl_ent student" -> "kl_ent")."""
+    key = name.split()[0]
+    if key not in METHOD_COLOURS:
+        METHOD_COLOURS[key] = _SPARE_COLOURS[len([k for k in METHOD_COLOURS if k not in _FIXED]) % len(_SPARE_COLOURS)]
+    return METHOD_COLOURS[key]
+
+
+_FIXED = frozenset(METHOD_COLOURS)
+
+
+def class_legend(target, class_names, fontsize: int = 8, **kwargs):
+    """Legend of the foreground classes' overlay colours on an Axes or a Figure."""
+    colours = label_cmap(len(class_names)).colors
+    handles = [Patch(facecolor=colours[k], edgecolor="none", label=name) for k, name in enumerate(class_names) if k]
+    return target.legend(handles=handles, fontsize=fontsize, frameon=False, **kwargs)
 
 
 def label_cmap(num_classes: int) -> ListedColormap:
@@ -45,6 +75,9 @@ def show_predictions(volume, predictions: dict[str, np.ndarray], slices: list[in
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    class_legend(fig, volume.class_names, loc="lower center", ncol=max(1, volume.num_classes - 1),
+                 bbox_to_anchor=(0.5, -0.02))
+    fig.subplots_adjust(bottom=0.06 + 0.12 / len(slices))
     return fig
 
 
@@ -54,7 +87,7 @@ def plot_curves(logs: dict[str, list[dict]], key: str, ylabel: str | None = None
         _, ax = plt.subplots(figsize=(5, 3))
     for name, log in logs.items():
         epochs = [r["epoch"] for r in log if key in r]
-        ax.plot(epochs, [r[key] for r in log if key in r], label=name, marker=".")
+        ax.plot(epochs, [r[key] for r in log if key in r], label=name, marker=".", color=method_colour(name))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel or key)
     ax.legend(fontsize=8)

@@ -281,13 +281,25 @@ def write_report(rundir: str | Path, csv_copy: str | Path | None = None) -> dict
     rundir = Path(rundir)
     runs = read_runs(rundir)
     rows = [{"notebook": run.notebook, **run.params, **row} for run in runs for row in run.rows]
-    group_columns, value_columns = _columns(runs)
-    summary = summarize(rows, group_columns, value_columns)
     paths = {"csv": rundir / "results.csv", "markdown": rundir / "results.md",
              "png": rundir / "results.png"}
     _write_csv(rows, paths["csv"])
+    # One table per notebook: a sweep over several notebooks would otherwise list every
+    # notebook's parameters as "varying" in every row.
+    tables, summary, group_columns, value_columns = [], [], [], []
+    for notebook in dict.fromkeys(run.notebook for run in runs):
+        members = [run for run in runs if run.notebook == notebook]
+        groups, values = _columns(members)
+        part = summarize([row for row in rows if row["notebook"] == notebook], groups, values)
+        tables.append(summary_markdown(part, groups, values))
+        summary += part
+        group_columns += [c for c in groups if c not in group_columns]
+        value_columns += [c for c in values if c not in value_columns]
+    for entry in summary:  # the chart needs every column in every entry
+        entry.update({c: entry.get(c) for c in group_columns})
+        entry.update({c: entry.get(c, (math.nan, None, 0)) for c in value_columns})
     claims = claims_markdown(rows)
-    paths["markdown"].write_text(summary_markdown(summary, group_columns, value_columns)
+    paths["markdown"].write_text("\n".join(tables)
                                  + (f"\nClaims, paired over seeds (95% t interval of the difference):\n\n{claims}"
                                     if claims else ""), encoding="utf-8")
     _write_chart(summary, group_columns, value_columns, paths["png"])

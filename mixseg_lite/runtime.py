@@ -17,10 +17,31 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def available_devices() -> list[str]:
+    """Device names this machine can run on: ``cpu``, plus ``cuda`` / ``cuda:N`` and ``mps`` when present."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
 def pick_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then CPU; any other string is used as given."""
+    """``"auto"`` picks CUDA, then Apple MPS, then CPU; any other name must be available here
+    (:func:`available_devices`), or an :class:`~mixseg_lite.InputError` says which are."""
+    from mixseg_lite.errors import InputError
+
     if device != "auto":
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise InputError(f"device {device!r} is not a device name; choose auto or one of "
+                             f"{', '.join(available_devices())}") from None
+        if str(chosen) not in available_devices() and chosen.type not in {"cpu"}:
+            raise InputError(f"device {device!r} is not available on this machine; choose auto or one of "
+                             f"{', '.join(available_devices())}")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

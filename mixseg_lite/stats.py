@@ -65,8 +65,8 @@ class PairedDifference:
     def as_row(self, digits: int = 3) -> dict[str, Any]:
         """A flat, rounded row for tables (rounded so that it reads the same everywhere)."""
         return {"claim": self.claim, "metric": self.metric, "n": self.n,
-                "better": round(self.better_mean, digits), "worse": round(self.worse_mean, digits),
-                "difference": round(self.mean, digits),
+                "better": f"{self.better_mean:.{digits}f}", "worse": f"{self.worse_mean:.{digits}f}",
+                "difference": f"{self.mean:+.{digits}f}",
                 "95% CI": f"[{self.low:+.{digits}f}, {self.high:+.{digits}f}]",
                 "wins": f"{self.wins}/{self.n}", "verdict": self.verdict}
 

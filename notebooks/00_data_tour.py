@@ -35,7 +35,10 @@ if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/mixseg-lite/mixseg-lite", "/content/mixseg-lite"], check=True)
+    REPOSITORY_URL = "https://github.com/mixseg-lite/mixseg-lite"  # = mixseg_lite.REPOSITORY_URL (a test checks it)
+    if subprocess.run(["git", "clone", "--depth", "1", REPOSITORY_URL, "/content/mixseg-lite"]).returncode != 0:
+        sys.exit(f"could not clone {REPOSITORY_URL}: check that this Colab runtime is online (Runtime > "
+                 "Restart), or upload the repository to /content/mixseg-lite and run this cell again")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/mixseg-lite"], check=True)
     # The real atlas dataset (Colin27 + AAL) ships in the Debian package mricron-data.
     subprocess.run(["apt-get", "update", "-qq"], check=True)
@@ -68,7 +71,7 @@ from IPython.display import display
 import mixseg_lite
 from mixseg_lite.data.atlas import DEFAULT_GROUPS, atlas_split, load_atlas
 from mixseg_lite.data.cardiac_sim import make_cardiac_volumes
-from mixseg_lite.plotting import show_overlay
+from mixseg_lite.plotting import class_legend, show_overlay
 from mixseg_lite.results import format_table, write_metrics
 from mixseg_lite.weak import WEAK_KINDS, image_tags, make_weak_label
 from mixseg_lite.widgets import browse_volume, compose_slice, intensity_window
@@ -120,8 +123,10 @@ fig, axes = plt.subplots(2, len(shown), figsize=(2.2 * len(shown), 4.6))
 for column, z in enumerate(shown):
     show_overlay(axes[0, column], volume.image[0, z], None, volume.num_classes, f"z={z} (base → apex)")
     show_overlay(axes[1, column], volume.image[0, z], volume.label[z], volume.num_classes, "labels")
-fig.suptitle(f"Simulated cardiac volume {volume.case_id}", fontsize=10)
+fig.suptitle(f"Simulated cardiac volume {volume.case_id}: slices from base to apex, and their labels", fontsize=10)
 fig.tight_layout()
+class_legend(fig, volume.class_names, loc="lower center", ncol=volume.num_classes - 1)
+fig.subplots_adjust(bottom=0.1)
 
 # %% [markdown]
 # ## 2. Weak labels, derived from the full masks
@@ -149,7 +154,10 @@ for ax, (kind, mask) in zip(axes[1:], weak.items()):
     ax.imshow(compose_slice(volume.image[0, z], mask, volume.num_classes, window, weak=True))
     ax.set_title(kind, fontsize=9)
     ax.set_axis_off()
+fig.suptitle("The weak labels of one slice (white tint: pixels labelled background; clear: unlabelled)", fontsize=9)
 fig.tight_layout()
+class_legend(fig, volume.class_names, loc="lower center", ncol=volume.num_classes - 1)
+fig.subplots_adjust(bottom=0.14)
 
 # %%
 # NBVAL_CHECK_OUTPUT

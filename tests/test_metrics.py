@@ -86,6 +86,23 @@ def test_hd95_mask_on_array_border_has_a_surface():
     assert hd95(full, square((8, 8), (3, 5), (3, 5)), (1.0, 1.0)) == pytest.approx(np.hypot(3, 3))
 
 
+def test_hd95_surface_uses_face_connectivity_as_monai():
+    # MONAI's edges are mask XOR binary_erosion(mask) with scipy's default (face-connected)
+    # structure. The centre of a plus sign has all its face neighbours inside, so it is not
+    # surface: the plus and its arms alone have the same surface and HD95 is 0. (Full
+    # connectivity would put the centre on the surface, 1 px from the arms, giving 0.8 px.)
+    plus = np.zeros((5, 5), dtype=bool)
+    plus[2, 1:4] = plus[1:4, 2] = True
+    arms = plus.copy()
+    arms[2, 2] = False
+    assert hd95(plus, arms, (2.0, 0.5)) == 0.0
+    plus_3d = np.zeros((5, 5, 5), dtype=bool)
+    plus_3d[2, 2, 1:4] = plus_3d[2, 1:4, 2] = plus_3d[1:4, 2, 2] = True
+    arms_3d = plus_3d.copy()
+    arms_3d[2, 2, 2] = False
+    assert hd95(plus_3d, arms_3d, (5.0, 1.5, 1.5)) == 0.0
+
+
 def test_hd95_empty_conventions():
     empty = np.zeros((10, 20), dtype=bool)
     some = square((10, 20), (2, 5), (2, 5))

@@ -29,8 +29,15 @@ TRAINING_CALLS = {"run_mixed_ablation", "train_mixed", "train_cam", "run_experim
                   "choose_thresholds", "validation_dice"}
 
 
+def _comprehension_targets(node: ast.AST) -> set[str]:
+    """Loop variables of comprehensions: local to them, neither read from nor written to the cell."""
+    return {n.id for comp in ast.walk(node) if isinstance(comp, ast.comprehension)
+            for n in ast.walk(comp.target) if isinstance(n, ast.Name)}
+
+
 def _loaded_names(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    loaded = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return loaded - _comprehension_targets(node)
 
 
 def _called_names(node: ast.AST) -> set[str]:
@@ -42,7 +49,8 @@ def _called_names(node: ast.AST) -> set[str]:
 
 
 def _stored_names(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    stored = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return stored - _comprehension_targets(node)
 
 
 def _mutated_names(node: ast.AST) -> set[str]:
@@ -61,30 +69,28 @@ def _mutated_names(node: ast.AST) -> set[str]:
     return names
 
 
-def _statements(tree: ast.Module):
-    """Top-level statements, and the statements inside for/if/with/try blocks, in order."""
+def _simple_statements(tree: ast.Module):
+    """Statements in execution order; a compound statement (for, if, with, try) is yielded whole,
+    since its header and body share names (``for row in rows: ...``)."""
     for statement in tree.body:
-        yield statement
-        for sub in ast.walk(statement):
-            if sub is not statement and isinstance(sub, ast.stmt):
-                yield sub
+        if not isinstance(statement, (ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+            yield statement
 
 
-def _taint(tree: ast.Module, trained: set[str]) -> None:
-    """Add to ``trained`` every name a statement of ``tree`` derives from training (to a fixpoint)."""
-    changed = True
-    while changed:
-        changed = False
-        for statement in _statements(tree):
-            if isinstance(statement, (ast.FunctionDef, ast.ClassDef)):
-                continue
-            value_part = statement
-            sources = _loaded_names(value_part) | _called_names(value_part)
-            if sources & (trained | TRAINING_CALLS):
-                new = (_stored_names(statement) | _mutated_names(statement)) - trained
-                if new:
-                    trained |= new
-                    changed = True
+def _trained_reads(tree: ast.Module, trained: set[str], report: bool) -> list[str]:
+    """Follow one cell: a statement that reads a trained name (or calls a training function)
+    makes every name it stores or mutates trained; one that stores only clean values makes its
+    names clean again. Returns the trained names and training calls read, when ``report``."""
+    read: list[str] = []
+    for statement in _simple_statements(tree):
+        sources = (_loaded_names(statement) & trained) | (_called_names(statement) & TRAINING_CALLS)
+        if report:
+            read += sorted(sources - set(read))
+        if sources:
+            trained |= _stored_names(statement) | _mutated_names(statement)
+        else:
+            trained -= _stored_names(statement)
+    return read
 
 
 def checked_cells_reading_trained_values(source: Path) -> list[tuple[int, list[str], str]]:
@@ -97,15 +103,10 @@ def checked_cells_reading_trained_values(source: Path) -> list[tuple[int, list[s
             continue
         text = cell.source
         tree = ast.parse("\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("%", "!"))))
-        is_checked = text.lstrip().startswith(CHECK_MARK)
-        if is_checked and STABLE_MARK not in text:
-            # Names assigned earlier in this very cell from non-trained values are fine; what it
-            # reads from before must not be trained.
-            read = sorted(_loaded_names(tree) & trained)
-            calls = sorted(_called_names(tree) & TRAINING_CALLS)
-            if read or calls:
-                offending.append((index, read + calls, text.splitlines()[1] if "\n" in text else text))
-        _taint(tree, trained)
+        is_checked = text.lstrip().startswith(CHECK_MARK) and STABLE_MARK not in text
+        read = _trained_reads(tree, trained, report=is_checked)
+        if read:
+            offending.append((index, read, text.splitlines()[1] if "\n" in text else text))
     return offending
 
 

@@ -71,3 +71,22 @@ def test_best_validation_epoch_is_returned(splits):
     rows = evaluate_mixed(result, splits["val"])
     best = max(r["val_dice_student"] for r in result.log)
     assert rows[1]["dice"] == pytest.approx(best)
+
+
+def test_checkpoints_load_with_weights_only_and_keep_the_loss_scaler(tmp_path):
+    from mixseg_lite.train.mixed import _load_checkpoint, _save_checkpoint
+    from mixseg_lite.models import DualBranchUNet
+
+    class Scaler:  # GradScaler is disabled without CUDA; its state is a dict of numbers
+        def state_dict(self):
+            return {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                    "_growth_tracker": 7}
+
+    model = DualBranchUNet(1, 2, 4, 2, "group")
+    optimiser = torch.optim.AdamW(model.parameters())
+    path = tmp_path / "last.pt"
+    _save_checkpoint(path, model, optimiser, [{"epoch": 1, "loss_sup": 0.5}], 1, 3, 4, 0.7,
+                     {k: v.clone() for k, v in model.state_dict().items()}, 0, Scaler())
+    state = _load_checkpoint(path, torch.device("cpu"))  # torch.load(..., weights_only=True) inside
+    assert state["scaler"]["scale"] == 1024.0 and state["scaler"]["_growth_tracker"] == 7
+    assert state["best_epoch"] == 0 and state["full_cursor"] == 3

@@ -125,28 +125,66 @@ def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
     return pixel_entropy(logits).mean()
 
 
-def kl_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                    temperature: float = 1.0) -> torch.Tensor:
-    """Teacher-to-student distillation ``T^2 * mean_i KL(p_t || p_s)``.
-
-    ``p_t = softmax(teacher_logits / T)`` is detached here, so no gradient ever reaches the
-    teacher through this loss; ``p_s = softmax(student_logits / T)``. The ``T^2`` factor keeps the
-    gradient scale independent of the temperature (Hinton et al., 2015). The KL is summed over
-    classes and averaged over pixels; it is 0 exactly when the two distributions are equal.
-
-    Args:
-        student_logits, teacher_logits: ``(B, C, H, W)``.
-    """
+def _check_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> None:
     _check_logits(student_logits, "student_logits")
     if teacher_logits.shape != student_logits.shape:
         raise InputError(f"teacher logits {tuple(teacher_logits.shape)} and student logits "
                          f"{tuple(student_logits.shape)} differ in shape")
     if temperature <= 0:
         raise InputError(f"temperature must be positive, got {temperature}")
-    log_p_t = (teacher_logits.detach() / temperature).log_softmax(dim=1)
+
+
+def kl_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                    temperature: float = 1.0, detach_teacher: bool = True) -> torch.Tensor:
+    """Teacher-to-student distillation ``T^2 * mean_i KL(p_t || p_s)``.
+
+    ``p_t = softmax(teacher_logits / T)``, detached by default so that no gradient reaches the
+    teacher through this loss (``detach_teacher=False`` lets KL pull the teacher towards the
+    student as well); ``p_s = softmax(student_logits / T)``. The ``T^2`` factor keeps the
+    gradient scale independent of the temperature (Hinton et al., 2015). The KL is summed over
+    classes and averaged over pixels; it is 0 exactly when the two distributions are equal.
+
+    Args:
+        student_logits, teacher_logits: ``(B, C, H, W)``.
+    """
+    _check_pair(student_logits, teacher_logits, temperature)
+    log_p_t = ((teacher_logits.detach() if detach_teacher else teacher_logits) / temperature).log_softmax(dim=1)
     log_p_s = (student_logits / temperature).log_softmax(dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
     return temperature**2 * kl.mean()
+
+
+def authors_kl_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                            temperature: float = 2.0, detach_teacher: bool = False) -> torch.Tensor:
+    """The KL term exactly as the authors' script computes it (main.py at commit 68b98c2, l.266-269)::
+
+        nn.KLDivLoss()(log_softmax(p_t / T), softmax(p_s / T)) * 0.5 * T^2,   p = softmax(z)
+
+    i.e. with ``q_s = softmax(p_s / T)`` and ``q_t = softmax(p_t / T)``:
+    ``0.5 T^2 * mean_{b,c,h,w} q_s (log q_s - log q_t)``. Three quirks against :func:`kl_distillation`:
+    the softmax is applied twice (to probabilities in [0, 1], so ``q`` is nearly uniform and the
+    term is small), the direction is KL(student || teacher), and 'mean' averages over classes
+    too (a factor 1/C). Gradients reach both branches unless ``detach_teacher``.
+
+    Args:
+        student_logits, teacher_logits: ``(B, C, H, W)``.
+    """
+    _check_pair(student_logits, teacher_logits, temperature)
+    teacher = teacher_logits.detach() if detach_teacher else teacher_logits
+    log_q_t = (teacher.softmax(dim=1) / temperature).log_softmax(dim=1)
+    log_q_s = (student_logits.softmax(dim=1) / temperature).log_softmax(dim=1)
+    return 0.5 * temperature**2 * (log_q_s.exp() * (log_q_s - log_q_t)).mean()
+
+
+def authors_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """The script's entropy term ``-(softmax(z) * log_softmax(z)).mean()`` (main.py l.51-58).
+
+    The mean runs over ``B*C*H*W``, so per pixel it is ``H(p) / C``: for two classes half of
+    :func:`entropy_loss`. ``(B, C, H, W) -> scalar``.
+    """
+    _check_logits(logits)
+    log_p = logits.log_softmax(dim=1)
+    return -(log_p.exp() * log_p).mean()
 
 
 def pseudo_mask_loss(logits: torch.Tensor, threshold: float | None = None) -> torch.Tensor:

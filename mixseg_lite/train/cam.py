@@ -97,6 +97,13 @@ class CAMConfig:
         check_choice(self.method, CAM_METHODS, "method")
         if self.epochs < 0 or self.batch_size < 1:
             raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        for name in ("er_weight", "cmer_weight", "kl_weight", "weight_decay", "supervised_dice_weight"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0 (a negative weight would maximise its loss), "
+                                 f"got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise InputError(f"lr must be > 0, got {self.lr}")
+        pick_device(self.device)  # an unavailable device fails here, naming the available ones
         if self.equivariance_maps not in ("foreground", "all"):
             raise InputError(f"equivariance_maps must be 'foreground' or 'all', got {self.equivariance_maps!r}")
         self.transform_kinds = tuple(self.transform_kinds)

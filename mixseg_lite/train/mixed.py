@@ -1,13 +1,18 @@
 """Training with mixed supervision: one function for every ablation row of REFERENCE A.
 
 Each step draws a batch from the fully labelled set ``D_s`` and one from the weakly labelled
-set ``D_w``, runs them through the shared encoder together, and combines::
+set ``D_w``, runs them through the shared encoder together, and combines (:func:`mixed_objective`)::
 
     L = L_s(teacher on D_s full masks)
-      + L_w(student on the weak masks of D_s and D_w)
-      + lambda_kd  * KL(p_teacher.detach() || p_student)     on D_s and D_w
-      + lambda_ent * H(p_student)                             on D_w (and D_s if entropy_on_full)
+      + lambda_w   * L_w(student on the weak masks of D_s and D_w)
+      + lambda_kd  * KL(teacher || student)                   on D_s and D_w (kd_on="all") or D_s only
+      + lambda_ent * H(p_student)                             on D_w (entropy_on="weak") or both
       [ + lambda_ent * CE(p_student, argmax p_student)        instead of H, for "pseudo" ]
+
+Two recipes fill every choice the paper leaves open (:data:`RECIPES`): ``"ours"`` and
+``"authors"``, the values and quirks of the authors' own training script (josedolz/
+MSL-student-becomes-master, ``main.py`` at commit 68b98c2; REFERENCE A.1). Every field on which
+they differ is a :class:`MixedConfig` field, documented there.
 
 Ablation rows (``METHODS``): ``lower_bound`` (teacher on D_s only), ``weak_only`` (student with
 L_w only), ``kl``, ``ent``, ``kl_ent`` (the method), ``pseudo`` (KL + pseudo-masks) and
@@ -29,8 +34,8 @@ from tqdm.auto import tqdm
 from mixseg_lite.data.slices import SliceDataset
 from mixseg_lite.data.volume import Volume
 from mixseg_lite.errors import InputError, check_choice, check_nonempty
-from mixseg_lite.losses.mixed import (entropy_loss, kl_distillation, partial_cross_entropy,
-                                      pseudo_mask_loss, supervised_loss)
+from mixseg_lite.losses.mixed import (authors_entropy, authors_kl_distillation, entropy_loss, kl_distillation,
+                                      partial_cross_entropy, pseudo_mask_loss, supervised_loss)
 from mixseg_lite.metrics import evaluate_volumes, summarize
 from mixseg_lite.models import DualBranchUNet
 from mixseg_lite.runtime import pick_device, seed_everything
@@ -47,29 +52,109 @@ METHODS: dict[str, dict] = {
 }
 
 
+# The two recipes. "ours": our choices where the paper is silent, each with a measured reason (the
+# notebooks and README say which). "authors": what the authors' script main.py (commit 68b98c2)
+# does, line numbers of that file in the comments.
+RECIPES: dict[str, dict] = {
+    "ours": {
+        "lambda_kd": 10.0, "temperature": 1.0, "kd_on": "all", "detach_teacher": True, "kd_form": "standard",
+        "lambda_ent": 0.1, "entropy_on": "weak", "entropy_form": "pixel", "ramp_up_epochs": 5,
+        "lambda_w": 1.0, "weak_loss": "pooled", "dice_weight": 1.0, "class_balance": 0.5, "norm": "group",
+        "optimizer": "adamw", "lr": 5e-3, "betas": (0.9, 0.999), "weight_decay": 1e-4, "schedule": "constant",
+        "init": "default", "duplicate_full_batch": False,
+    },
+    "authors": {
+        "lambda_kd": 20.0,            # weight_KL = 20 (l.357)
+        "temperature": 2.0,           # T = 2 (l.361)
+        "kd_on": "full",              # KL on the D_s outputs only (l.266-269)
+        "detach_teacher": False,      # the teacher receives KL gradient
+        "kd_form": "authors",         # KLDivLoss(log_softmax(softmax(z_t)/T), softmax(softmax(z_s)/T)) * 0.5 T^2
+        "lambda_ent": 1.0,            # weight_Entropy = 1 (l.358)
+        "entropy_on": "all",          # student outputs of D_s and D_w (l.272)
+        "entropy_form": "authors",    # -(softmax * log_softmax).mean() over B*C*H*W, D_s counted three times
+        "ramp_up_epochs": 0,          # no ramp-up
+        "lambda_w": 0.1,              # weight_Weakly = 0.1 (l.359)
+        "weak_loss": "per_set",       # pCE(D_s) + pCE(D_w), each a mean over its own seed pixels (l.255-260)
+        "dice_weight": 0.0, "class_balance": 0.0,  # plain cross-entropy teacher (l.243)
+        "norm": "batch",              # BatchNorm (UNet_Base.py)
+        "optimizer": "adam", "lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.0,  # l.169
+        "schedule": "authors_halving",  # lr halved when epoch % (best epoch + 100) == 0 (l.349-352)
+        "init": "xavier",             # weights_init: xavier_normal convs, BatchNorm weight N(1, 0.02)
+        "duplicate_full_batch": True,  # net(cat(x_s, x_s, x_w)) (l.233)
+    },
+}
+RECIPE_FIELDS = tuple(RECIPES["ours"])
+CHOICES = {"kd_on": ("all", "full"), "kd_form": ("standard", "authors"), "entropy_on": ("weak", "all"),
+           "entropy_form": ("pixel", "authors"), "weak_loss": ("pooled", "per_set"),
+           "optimizer": ("adamw", "adam"), "schedule": ("constant", "authors_halving"),
+           "init": ("default", "xavier"), "norm": ("group", "batch", "instance", "none")}
+
+
 @dataclass
 class MixedConfig:
-    """Hyper-parameters of one mixed-supervision run. Values marked [choose] are our choices
-    (the paper did not publish them); every notebook states and exposes them."""
+    """Hyper-parameters of one mixed-supervision run.
+
+    ``recipe`` ("ours" or "authors", :data:`RECIPES`) fills every field left at None when the
+    config is created; a value you pass wins. The recipe fields:
+
+    - ``lambda_kd``, ``temperature``: KL weight and temperature ``T``.
+    - ``kd_on``: "all" distils on D_s and D_w outputs; "full" on D_s only (authors).
+    - ``detach_teacher``: True stops KL gradients at the teacher (ours); False lets KL pull the
+      teacher towards the student too (authors).
+    - ``kd_form``: "standard" ``T^2 mean_i KL(p_t || p_s)`` on logits / T; "authors" the script's
+      expression on doubly-softmaxed outputs with 'mean' reduction
+      (:func:`~mixseg_lite.losses.mixed.authors_kl_distillation`).
+    - ``lambda_ent``, ``entropy_on`` ("weak": D_w; "all": D_s and D_w), ``entropy_form`` ("pixel":
+      mean pixel entropy; "authors": the script's ``-(softmax * log_softmax).mean()`` = H / C per
+      pixel, over its concatenation in which each D_s output appears three times).
+    - ``ramp_up_epochs``: entropy / pseudo-mask weight grows linearly over these epochs (0: none).
+    - ``lambda_w``, ``weak_loss``: partial-CE weight; "pooled" one mean over the seed pixels of
+      D_s and D_w together, "per_set" the sum of one mean per set (authors).
+    - ``dice_weight``, ``class_balance``: teacher loss ``L_s`` = (class-weighted) CE +
+      dice_weight * Dice; 0 and 0 is the authors' plain CE.
+    - ``norm``: "group" (ours: BatchNorm's running statistics lag the shared encoder) or "batch".
+    - ``optimizer`` ("adamw", "adam"), ``lr``, ``betas``, ``weight_decay``, ``schedule``
+      ("constant", or "authors_halving": halve the rate after epoch i > 0 when
+      ``i % (best epoch + 100) == 0``), ``init`` ("default" torch init, "xavier" the script's).
+    - ``duplicate_full_batch``: feed ``cat(x_s, x_s, x_w)`` as the script does (the teacher reads
+      the first copy, the student the second; BatchNorm sees D_s twice), instead of ``cat(x_s, x_w)``.
+
+    Left as ours in both recipes (say so when comparing): the step budget (``epochs``,
+    ``steps_per_epoch``; the script trains 1000 epochs), batches drawn by shuffled passes (the
+    script draws each D_w batch from a fresh shuffled loader and skips short D_s batches), and
+    model selection on the reported branch's validation Dice (the script: the student's).
+    """
 
     method: str = "kl_ent"
+    recipe: str = "ours"
     epochs: int = 10
     steps_per_epoch: int | None = None  # default: enough steps to see every D_w slice once
     batch_size: int = 8                 # slices per group (D_s and D_w) per step
-    lr: float = 5e-3
-    weight_decay: float = 1e-4
-    lambda_kd: float = 10.0             # [choose]: KL must outweigh the foreground-only seed loss
-    lambda_ent: float = 0.1             # [choose]; also weights the pseudo-mask term
-    temperature: float = 1.0            # [choose]
+    lr: float | None = None
+    weight_decay: float | None = None
+    betas: tuple[float, float] | None = None
+    optimizer: str | None = None
+    schedule: str | None = None
+    init: str | None = None
+    lambda_kd: float | None = None
+    lambda_ent: float | None = None     # also weights the pseudo-mask term
+    lambda_w: float | None = None
+    temperature: float | None = None
+    kd_on: str | None = None
+    detach_teacher: bool | None = None
+    kd_form: str | None = None
+    entropy_on: str | None = None
+    entropy_form: str | None = None
+    weak_loss: str | None = None
+    duplicate_full_batch: bool | None = None
     pseudo_threshold: float | None = None
-    ramp_up_epochs: int = 5             # [choose] entropy/pseudo weight grows linearly over these epochs
-    entropy_on_full: bool = False
-    dice_weight: float = 1.0            # L_s = CE + dice_weight * Dice; Dice keeps the small RV from being ignored
-    class_balance: float = 0.5          # CE class weights (1/frequency)**class_balance; 0 is plain CE
+    ramp_up_epochs: int | None = None
+    dice_weight: float | None = None    # L_s = CE + dice_weight * Dice; Dice keeps the small RV from being ignored
+    class_balance: float | None = None  # CE class weights (1/frequency)**class_balance; 0 is plain CE
     weak_kind: str = "seeds"
     base_width: int = 8
     depth: int = 3
-    norm: str = "group"                 # [choose]: BatchNorm running statistics lag the shared encoder
+    norm: str | None = None
     seed: int = 0
     device: str = "auto"
     amp: bool = False                   # bfloat16 autocast on CPU, float16 + GradScaler on CUDA
@@ -80,11 +165,25 @@ class MixedConfig:
 
     def __post_init__(self) -> None:
         check_choice(self.method, METHODS, "method")
+        check_choice(self.recipe, RECIPES, "recipe")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self.betas = tuple(float(b) for b in self.betas)
+        for name, choices in CHOICES.items():
+            check_choice(getattr(self, name), choices, name)
         if self.epochs < 0 or self.batch_size < 1:
             raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
-        if self.class_balance < 0 or self.dice_weight < 0:
-            raise InputError(f"class_balance and dice_weight must be >= 0, got {self.class_balance}, "
-                             f"{self.dice_weight}")
+        for name in ("lambda_kd", "lambda_ent", "lambda_w", "class_balance", "dice_weight", "weight_decay",
+                     "ramp_up_epochs"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0 (a negative weight would maximise its loss), "
+                                 f"got {getattr(self, name)}")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise InputError(f"lr and temperature must be > 0, got lr={self.lr}, temperature={self.temperature}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise InputError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        pick_device(self.device)  # an unavailable device fails here, naming the available ones
 
     @property
     def terms(self) -> dict:
@@ -154,10 +253,13 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
     uses_weak_set = terms["student"] or terms["all_full"]
     weak_ds = SliceDataset(weak, weak_kind=config.weak_kind, weak_seed=config.seed + 1) if uses_weak_set else None
     model = DualBranchUNet(len(full_ds.modalities), full_ds.num_classes, config.base_width,
-                           config.depth, config.norm).to(device)
+                           config.depth, config.norm)
+    if config.init == "xavier":
+        model.apply(_authors_init)
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = make_optimiser(model, config)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
     step_model = torch.compile(model) if config.compile else model
 
@@ -167,15 +269,18 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
     steps = config.steps_per_epoch or max(1, math.ceil(n_main / config.batch_size))
     log: list[dict] = []
     start_epoch = 0
-    best_score, best_state = -math.inf, None
+    best_score, best_state, best_epoch = -math.inf, None, 0
     full_cursor = weak_cursor = 0  # batches drawn so far from each stream
     if resume and checkpoint is not None and Path(checkpoint).exists():
         state = _load_checkpoint(checkpoint, device)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it
         log, start_epoch = state["log"], state["epoch"]
         best_score, best_state = state["best_score"], state["best_state"]
+        best_epoch = state.get("best_epoch", 0)
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         full_cursor, weak_cursor = state["full_cursor"], state["weak_cursor"]
     # Each stream has its own generator, so a resumed run replays exactly the same batches.
     full_batches = _batch_stream(len(full_ds), config.batch_size, config.seed, 0, full_cursor)
@@ -195,6 +300,8 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
             full_cursor += 1
             batch_s = full_ds.batch(full_idx)
             images, n_s = batch_s["image"], len(full_idx)
+            if config.duplicate_full_batch and terms["student"]:
+                images = torch.cat([images, images])  # the script's cat(x_s, x_s, x_w)
             if weak_ds is not None:
                 weak_idx = next(weak_batches)
                 weak_cursor += 1
@@ -205,24 +312,15 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
                 if terms["student"]:
                     teacher, student = step_model(images)
                 else:
-                    teacher = model.teacher_logits(images)
+                    teacher, student = model.teacher_logits(images), None
                 if terms["all_full"]:  # every image of the step has its full mask
-                    supervised, full_labels = teacher, torch.cat([batch_s["label"], batch_w["label"]])
+                    full_labels = torch.cat([batch_s["label"], batch_w["label"]])
                 else:
-                    supervised, full_labels = teacher[:n_s], batch_s["label"]
-                losses = {"sup": supervised_loss(supervised.float(), _to_device(full_labels, device),
-                                                 config.dice_weight, config.class_balance)}
-                if terms["student"]:
-                    weak_targets = _to_device(torch.cat([batch_s["weak"], batch_w["weak"]]), device)
-                    student = student.float()
-                    losses["weak"] = partial_cross_entropy(student, weak_targets)
-                    unlabelled_part = student if config.entropy_on_full else student[n_s:]
-                    if terms["kd"]:
-                        losses["kd"] = config.lambda_kd * kl_distillation(student, teacher.float(), config.temperature)
-                    if terms["ent"]:
-                        losses["ent"] = confidence_weight * entropy_loss(unlabelled_part)
-                    if terms["pseudo"]:
-                        losses["pseudo"] = confidence_weight * pseudo_mask_loss(unlabelled_part, config.pseudo_threshold)
+                    full_labels = batch_s["label"]
+                weak_targets = (torch.cat([batch_s["weak"], batch_w["weak"]]) if terms["student"] else None)
+                losses = mixed_objective(teacher, student, n_s, _to_device(full_labels, device),
+                                         None if weak_targets is None else _to_device(weak_targets, device),
+                                         config, confidence_weight)
                 total = sum(losses.values())
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
@@ -238,14 +336,108 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
         score = record.get(f"val_dice_{reported_branches(config.method)[-1]}")
         if config.select_best and score is not None and score > best_score:
             best_score, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if score is not None and score >= best_score:
+            best_epoch = epoch  # the script keeps its best epoch index for the learning-rate rule
+        if config.schedule == "authors_halving" and epoch > 0 and epoch % (best_epoch + 100) == 0:
+            for group in optimiser.param_groups:
+                group["lr"] *= 0.5
         bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
         if checkpoint is not None:
             _save_checkpoint(checkpoint, model, optimiser, log, epoch + 1, full_cursor, weak_cursor,
-                             best_score, best_state)
+                             best_score, best_state, best_epoch, scaler)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, config, log, reported_branches(config.method))
+
+
+def mixed_objective(teacher: torch.Tensor, student: torch.Tensor | None, n_s: int, full_labels: torch.Tensor,
+                    weak_targets: torch.Tensor | None, config: MixedConfig,
+                    confidence_weight: float) -> dict[str, torch.Tensor]:
+    """The loss terms of one step, named as in the formula of this module (sum them for ``L``).
+
+    Args:
+        teacher: teacher logits ``(N, C, H, W)`` of the step's images: ``[D_s | D_w]``, or
+            ``[D_s | D_s | D_w]`` with ``config.duplicate_full_batch`` (the teacher reads the first copy).
+        student: student logits of the same images, or None for the bounds (teacher only).
+        n_s: number of D_s images in the step.
+        full_labels: full masks of D_s ``(n_s, H, W)`` (of D_s and D_w for the upper bound).
+        weak_targets: weak masks of D_s then D_w, or None without a student.
+        confidence_weight: ``lambda_ent`` after the ramp-up of this epoch.
+
+    Returns:
+        ``{"sup": L_s, "weak": lambda_w L_w, "kd": lambda_kd KL, "ent": w H or "pseudo": w CE}``,
+        only the terms the method switches on.
+    """
+    terms = config.terms
+    supervised = teacher if terms["all_full"] else teacher[:n_s]
+    losses = {"sup": supervised_loss(supervised.float(), full_labels, config.dice_weight, config.class_balance)}
+    if student is None or not terms["student"]:
+        return losses
+    student = student.float()
+    # The student's outputs of D_s and D_w; with the duplicated layout its D_s copy is the second.
+    # Slices are taken in the order the terms use them: autograd sums the gradient contributions
+    # into `student` in creation order, and another order changes results in the last bits.
+    first = n_s if config.duplicate_full_batch else 0
+    if config.weak_loss == "pooled":
+        weak = partial_cross_entropy(student[first:] if first else student, weak_targets)
+    else:
+        weak = (partial_cross_entropy(student[first:first + n_s], weak_targets[:n_s])
+                + partial_cross_entropy(student[first + n_s:], weak_targets[n_s:]))
+    losses["weak"] = weak if config.lambda_w == 1.0 else config.lambda_w * weak
+    if config.entropy_on == "all":
+        unlabelled_part = student[first:] if first else student
+    else:
+        unlabelled_part = student[first + n_s:]
+    if terms["kd"]:
+        if config.kd_on == "full":
+            pair = (student[first:first + n_s], teacher[:n_s].float())
+        elif first:
+            pair = (student[first:], torch.cat([teacher[:n_s], teacher[first + n_s:]]).float())
+        else:
+            pair = (student, teacher.float())
+        kd = (kl_distillation(*pair, config.temperature, detach_teacher=config.detach_teacher)
+              if config.kd_form == "standard"
+              else authors_kl_distillation(*pair, config.temperature, detach_teacher=config.detach_teacher))
+        losses["kd"] = config.lambda_kd * kd
+    if terms["ent"]:
+        if config.entropy_form == "pixel":
+            losses["ent"] = confidence_weight * entropy_loss(unlabelled_part)
+        else:  # the script: entropy of cat(student's D_s copy, whole student output), mean over B*C*H*W
+            parts = [student[first:first + n_s], student] if config.entropy_on == "all" else [unlabelled_part]
+            losses["ent"] = confidence_weight * authors_entropy(torch.cat(parts))
+    if terms["pseudo"]:
+        losses["pseudo"] = confidence_weight * pseudo_mask_loss(unlabelled_part, config.pseudo_threshold)
+    return losses
+
+
+def gradient_shares(losses: dict[str, torch.Tensor], wrt: torch.Tensor) -> dict[str, float]:
+    """How strongly each loss term pulls on ``wrt`` (e.g. the student logits): the L2 norm of
+    ``d term / d wrt`` per term, divided by the sum over terms. A weight only means something
+    together with its term's scale (a sum over pixels where a mean is meant multiplies it by the
+    pixel count), so compare shares, not weights. Terms that do not reach ``wrt`` get 0.
+    """
+    norms = {}
+    for name, term in losses.items():
+        (grad,) = torch.autograd.grad(term, wrt, retain_graph=True, allow_unused=True)
+        norms[name] = 0.0 if grad is None else float(grad.norm())
+    total = sum(norms.values())
+    return {name: (value / total if total > 0 else 0.0) for name, value in norms.items()}
+
+
+def make_optimiser(model: torch.nn.Module, config: MixedConfig) -> torch.optim.Optimizer:
+    """Adam (the authors') or AdamW (ours) with the config's rate, betas and weight decay."""
+    kind = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return kind(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+
+
+def _authors_init(module: torch.nn.Module) -> None:
+    """The script's ``weights_init``: Xavier-normal convolutions, BatchNorm weight N(1, 0.02), bias 0."""
+    if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+        torch.nn.init.xavier_normal_(module.weight)
+    elif isinstance(module, torch.nn.BatchNorm2d):
+        torch.nn.init.normal_(module.weight, 1.0, 0.02)
+        torch.nn.init.zeros_(module.bias)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -264,20 +456,22 @@ def _to_device(tensor: torch.Tensor, device: torch.device, channels_last: bool =
 
 
 def _save_checkpoint(path, model, optimiser, log, epoch, full_cursor, weak_cursor,
-                     best_score, best_state) -> None:
+                     best_score, best_state, best_epoch=0, scaler=None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "log": log, "epoch": epoch, "full_cursor": full_cursor, "weak_cursor": weak_cursor,
-                "best_score": best_score, "best_state": best_state}, tmp)
+                "best_score": best_score, "best_state": best_state, "best_epoch": best_epoch,
+                # the float16 loss scale on CUDA: without it a resumed run is not the same run
+                "scaler": scaler.state_dict() if scaler is not None else {}}, tmp)
     tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
 
 
 def _load_checkpoint(path, device) -> dict:
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise InputError(f"{path}: cannot read checkpoint ({type(error).__name__}: {error}); "
                          "delete it or pass resume=False to start afresh") from error

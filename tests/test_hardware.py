@@ -1,0 +1,55 @@
+"""The machine a number came from, and the thread cap notebooks honour."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from mixseg_lite.hardware import CPU_FLAGS, machine_info, machine_summary
+from mixseg_lite.results import write_metrics
+from mixseg_lite.runtime import setup_notebook, thread_count
+
+
+def test_machine_info_names_instruction_sets_threads_and_versions():
+    info = machine_info()
+    assert set(CPU_FLAGS) <= set(info)
+    assert all(isinstance(info[name], bool) for name in CPU_FLAGS)
+    assert info["threads"] == torch.get_num_threads() and info["torch"] == torch.__version__
+    assert info["torch_cpu_capability"] in {"default", "AVX2", "AVX512", "VSX", "ZVECTOR", "SVE256", "SVE128", "NEON"} \
+        or isinstance(info["torch_cpu_capability"], str)
+    json.dumps(info)  # JSON-friendly
+
+
+def test_machine_summary_mentions_kernel_limits(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    line = machine_summary()
+    assert "ONEDNN_MAX_CPU_ISA=SSE41" in line and "torch thread" in line
+
+
+def test_metrics_json_records_the_machine(tmp_path):
+    path = write_metrics(tmp_path, [{"method": "kl", "dice": 0.5}], {"seed": 0})
+    record = json.loads(path.read_text())
+    assert record["machine"]["threads"] >= 1 and "avx2" in record["machine"]
+
+
+def test_thread_count_is_capped_by_omp_num_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert thread_count(2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert thread_count(2) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert thread_count(2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "nonsense")
+    assert thread_count(3) == 3
+
+
+def test_setup_notebook_prints_the_machine(capsys, monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        setup_notebook(seed=0, num_threads=2)
+        assert torch.get_num_threads() == 1
+        assert "numbers below come from:" in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(before)

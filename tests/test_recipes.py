@@ -1,0 +1,211 @@
+"""The two recipes of mixed supervision: ours, and the authors' script (REFERENCE A.1) as a preset.
+
+The authors' expressions are transcribed here literally from main.py (commit 68b98c2 of
+josedolz/MSL-student-becomes-master) and compared with the library on random tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
+import torch.nn.functional as F
+from torch import nn
+
+from mixseg_lite import UNLABELLED, InputError
+from mixseg_lite.data.cardiac_sim import make_cardiac_volumes
+from mixseg_lite.data.slices import split_volumes
+from mixseg_lite.losses.mixed import authors_entropy, authors_kl_distillation, kl_distillation
+from mixseg_lite.train.mixed import RECIPES, MixedConfig, mixed_objective, train_mixed
+
+AUTHORS = {"lambda_kd": 20.0, "temperature": 2.0, "kd_on": "full", "detach_teacher": False, "kd_form": "authors",
+           "lambda_ent": 1.0, "entropy_on": "all", "ramp_up_epochs": 0, "lambda_w": 0.1, "dice_weight": 0.0,
+           "class_balance": 0.0, "optimizer": "adam", "lr": 1e-4, "betas": (0.9, 0.99), "norm": "batch"}
+
+
+def script_kl(z_teacher, z_student, T=2.0):
+    """main.py l.266-269, with predClass_y = softMax(segmentation_prediction)."""
+    predClass_yF, predClass_yFW = F.softmax(z_teacher, dim=1), F.softmax(z_student, dim=1)
+    alpha = 0.5
+    return nn.KLDivLoss()(F.log_softmax(predClass_yF / T, dim=1), F.softmax(predClass_yFW / T, dim=1)) * (alpha * T * T)
+
+
+class HLoss(nn.Module):
+    """main.py l.51-58."""
+
+    def forward(self, x):
+        b = F.softmax(x, dim=1) * F.log_softmax(x, dim=1)
+        return -1.0 * b.mean()
+
+
+def test_authors_recipe_has_the_script_values():
+    config = MixedConfig(recipe="authors")
+    for name, value in AUTHORS.items():
+        assert getattr(config, name) == value, name
+    assert config.duplicate_full_batch and config.weak_loss == "per_set" and config.init == "xavier"
+
+
+def test_ours_recipe_keeps_our_values_and_explicit_values_win():
+    config = MixedConfig()
+    assert (config.lambda_kd, config.lambda_ent, config.temperature, config.kd_on, config.detach_teacher,
+            config.norm, config.optimizer, config.lr) == (10.0, 0.1, 1.0, "all", True, "group", "adamw", 5e-3)
+    mixed = MixedConfig(recipe="authors", lambda_ent=0.5, norm="group")
+    assert mixed.lambda_ent == 0.5 and mixed.norm == "group" and mixed.lambda_kd == 20.0
+    # replace() keeps the filled values: the recipe never silently overrides a changed field
+    assert dataclasses.replace(mixed, method="kl").lambda_ent == 0.5
+    assert set(RECIPES["ours"]) == set(RECIPES["authors"])
+
+
+@pytest.mark.parametrize("field, value", [("lambda_kd", -1.0), ("lambda_ent", -0.1), ("lambda_w", -1.0),
+                                          ("lr", 0.0), ("temperature", -1.0), ("kd_on", "weak"),
+                                          ("recipe", "theirs"), ("betas", (0.9, 1.5))])
+def test_bad_recipe_fields_are_one_line_errors(field, value):
+    with pytest.raises(InputError, match=field if field != "betas" else "betas"):
+        MixedConfig(**{field: value})
+
+
+def test_authors_kl_equals_the_script_expression():
+    generator = torch.Generator().manual_seed(0)
+    for T in (1.0, 2.0, 4.0):
+        z_t = torch.randn(3, 4, 5, 6, generator=generator, dtype=torch.float64) * 3
+        z_s = torch.randn(3, 4, 5, 6, generator=generator, dtype=torch.float64) * 3
+        expected = script_kl(z_t, z_s, T)
+        assert torch.allclose(authors_kl_distillation(z_s, z_t, T), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_authors_kl_gradients_equal_the_script_expression():
+    generator = torch.Generator().manual_seed(1)
+    z_t = torch.randn(2, 2, 4, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    z_s = torch.randn(2, 2, 4, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    mine = torch.autograd.grad(authors_kl_distillation(z_s, z_t, 2.0), (z_t, z_s))
+    theirs = torch.autograd.grad(script_kl(z_t, z_s, 2.0), (z_t, z_s))
+    for a, b in zip(mine, theirs):
+        assert torch.allclose(a, b, atol=1e-15)
+    assert mine[0].abs().sum() > 0  # the script does not detach the teacher
+
+
+def test_authors_entropy_equals_the_script_hloss():
+    z = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    assert torch.allclose(authors_entropy(z), HLoss()(z), atol=1e-15)
+    # per pixel it is H / C
+    p = z.softmax(1)
+    assert torch.allclose(authors_entropy(z), (-(p * p.log()).sum(1) / 3).mean())
+
+
+def _grads(loss, *tensors):
+    """Gradients of ``loss``; zeros for a tensor the loss does not depend on."""
+    grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors)]
+
+
+def _outputs(n_s=2, n_w=2, C=2, size=6, duplicate=False, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    n = (2 * n_s if duplicate else n_s) + n_w
+    # float32: mixed_objective computes its losses in float32, as training does
+    teacher = torch.randn(n, C, size, size, generator=generator, requires_grad=True)
+    student = torch.randn(n, C, size, size, generator=generator, requires_grad=True)
+    labels = torch.randint(0, C, (n_s, size, size), generator=generator)
+    weak = torch.full((n_s + n_w, size, size), UNLABELLED, dtype=torch.int64)
+    weak[:, 2:4, 2:4] = 1
+    return teacher, student, labels, weak
+
+
+@pytest.mark.parametrize("recipe", ["ours", "authors"])
+@pytest.mark.parametrize("detach", [True, False])
+def test_teacher_gets_kl_gradient_exactly_when_not_detached(recipe, detach):
+    config = MixedConfig(method="kl", recipe=recipe, detach_teacher=detach)
+    teacher, student, labels, weak = _outputs(duplicate=config.duplicate_full_batch)
+    losses = mixed_objective(teacher, student, 2, labels, weak, config, 1.0)
+    (grad,) = _grads(losses["kd"], teacher)
+    assert (grad.abs().sum() > 0) == (not detach)
+
+
+@pytest.mark.parametrize("recipe", ["ours", "authors"])
+def test_kd_on_full_never_touches_the_weak_outputs(recipe):
+    config = MixedConfig(method="kl", recipe=recipe, kd_on="full")
+    n_s = 2
+    teacher, student, labels, weak = _outputs(n_s=n_s, duplicate=config.duplicate_full_batch)
+    losses = mixed_objective(teacher, student, n_s, labels, weak, config, 1.0)
+    grad_t, grad_s = _grads(losses["kd"], teacher, student)
+    first = n_s if config.duplicate_full_batch else 0
+    assert grad_s[first + n_s:].abs().sum() == 0 and grad_t[first + n_s:].abs().sum() == 0  # D_w outputs
+    assert grad_s[first:first + n_s].abs().sum() > 0
+    all_config = dataclasses.replace(config, kd_on="all")
+    grad_s_all = torch.autograd.grad(mixed_objective(teacher, student, n_s, labels, weak, all_config, 1.0)["kd"],
+                                     student)[0]
+    assert grad_s_all[first + n_s:].abs().sum() > 0
+
+
+def test_authors_objective_is_the_script_total():
+    """The whole authors' loss of one step against main.py l.233-275 transcribed."""
+    config = MixedConfig(method="kl_ent", recipe="authors")
+    n_s = n_w = 2
+    teacher, student, labels, weak = _outputs(n_s=n_s, n_w=n_w, duplicate=True)
+    losses = mixed_objective(teacher, student, n_s, labels, weak, config, config.lambda_ent)
+    # the script: net(cat(x_s, x_s, x_w)); teacher on the first copy; student on the second and on D_w
+    seg_F = teacher[:n_s]
+    seg_W = student
+    seg_W_fromFull, seg_W_fromWeak = seg_W[n_s:2 * n_s], seg_W[2 * n_s:]
+
+    def partial_ce(pred, target):  # l.46-49, foreground channel 1, target 1 on seed pixels
+        eps = 1e-20
+        return -(torch.log(pred[:, 1] + eps) * target).sum() / (target.sum() + eps)
+
+    seeds_s, seeds_w = (weak[:n_s] == 1).float(), (weak[n_s:] == 1).float()
+    expected = (F.cross_entropy(seg_F, labels)
+                + 0.1 * (partial_ce(F.softmax(seg_W_fromFull, 1), seeds_s) + partial_ce(F.softmax(seg_W_fromWeak, 1), seeds_w))
+                + 20 * script_kl(seg_F, seg_W_fromFull, 2.0)
+                + 1 * HLoss()(torch.cat((seg_W_fromFull, seg_W), dim=0)))
+    assert torch.allclose(sum(losses.values()), expected, rtol=1e-5)
+
+
+def test_standard_kl_with_detach_false_moves_the_teacher_too():
+    z_t = torch.randn(2, 3, 4, 4, requires_grad=True)
+    z_s = torch.randn(2, 3, 4, 4, requires_grad=True)
+    assert torch.autograd.grad(kl_distillation(z_s, z_t, detach_teacher=False), z_t)[0].abs().sum() > 0
+
+
+def test_a_short_run_of_the_authors_recipe_trains():
+    volumes = make_cardiac_volumes(5, n_slices=3, size=32, seed=0)
+    splits = split_volumes(volumes, {"full": 1, "weak": 3, "val": 1}, seed=0)
+    result = train_mixed(splits["full"], splits["weak"], splits["val"],
+                         MixedConfig(recipe="authors", epochs=2, steps_per_epoch=2, batch_size=2, base_width=4,
+                                     depth=2, progress=False))
+    assert len(result.log) == 2 and {"loss_kd", "loss_ent", "loss_weak"} <= set(result.log[0])
+    assert isinstance(result.model.encoder.blocks[0][1], nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:3", "tpu"])
+def test_an_unavailable_device_fails_where_it_enters(device):
+    if torch.cuda.is_available() and device == "cuda":
+        pytest.skip("this machine has CUDA")
+    from mixseg_lite.train.cam import CAMConfig
+
+    with pytest.raises(InputError, match="device .* choose auto or one of cpu"):
+        MixedConfig(device=device)
+    with pytest.raises(InputError, match="device"):
+        CAMConfig(device=device)
+
+
+@pytest.mark.parametrize("field", ["er_weight", "cmer_weight", "kl_weight", "lr"])
+def test_cam_weights_and_rate_are_checked(field):
+    from mixseg_lite.train.cam import CAMConfig
+
+    with pytest.raises(InputError, match=field):
+        CAMConfig(**{field: -1.0})
+
+
+def test_gradient_shares_follow_the_weights():
+    from mixseg_lite.train.mixed import gradient_shares
+
+    config = MixedConfig(method="kl_ent", ramp_up_epochs=0)
+    teacher, student, labels, weak = _outputs(n_s=2, n_w=2, C=3)
+    shares = gradient_shares(mixed_objective(teacher, student, 2, labels, weak, config, config.lambda_ent), student)
+    assert set(shares) == {"sup", "weak", "kd", "ent"} and shares["sup"] == 0.0  # L_s never reaches the student
+    assert abs(sum(shares.values()) - 1.0) < 1e-9
+    louder = dataclasses.replace(config, lambda_ent=10 * config.lambda_ent)
+    shares10 = gradient_shares(mixed_objective(teacher, student, 2, labels, weak, louder, louder.lambda_ent), student)
+    assert shares10["ent"] > shares["ent"]

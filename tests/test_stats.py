@@ -1,0 +1,122 @@
+"""Paired differences over seeds, their 95% interval and the verdicts (mixseg_lite.stats)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from mixseg_lite.claims import CLAIMS_BY_NOTEBOOK, MIXED_CLAIMS, cam_claims
+from mixseg_lite.errors import InputError
+from mixseg_lite.report import claims_markdown, committed_tables
+from mixseg_lite.stats import Claim, paired_difference, read_results, settle, t_interval, verdict
+
+CLAIM = Claim("a > b", {"method": "a"}, {"method": "b"})
+
+
+def rows_for(a: list[float], b: list[float]) -> list[dict]:
+    return ([{"method": "a", "seed": s, "dice": v} for s, v in enumerate(a)]
+            + [{"method": "b", "seed": s, "dice": v} for s, v in enumerate(b)])
+
+
+def test_t_interval_matches_scipy_paired_t_test():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.8, 0.05, 7), rng.normal(0.75, 0.05, 7)
+    mean, low, high = t_interval(a - b)
+    expected = scipy_stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert mean == pytest.approx(float(np.mean(a - b)))
+    assert (low, high) == pytest.approx((expected.low, expected.high))
+
+
+def test_t_interval_by_hand():
+    # d = 1, 2, 3: mean 2, sd 1, t_{0.975, 2} = 4.302653 -> half width 4.302653 / sqrt(3)
+    mean, low, high = t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729749464 / math.sqrt(3)
+    assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+
+
+@pytest.mark.parametrize("low, high, expected", [(0.01, 0.2, "holds"), (-0.2, -0.01, "opposite"),
+                                                 (-0.1, 0.1, "not resolved at 5 seeds")])
+def test_verdict(low, high, expected):
+    assert verdict(low, high, 5) == expected
+
+
+def test_paired_difference_pairs_by_seed_not_by_order():
+    rows = rows_for([0.9, 0.8, 0.7, 0.85, 0.75], [0.85, 0.75, 0.65, 0.8, 0.7])
+    rows.reverse()  # order must not matter
+    difference = paired_difference(rows, CLAIM)
+    assert difference.n == 5 and difference.wins == 5
+    assert difference.mean == pytest.approx(0.05)
+    # a constant difference has zero spread: the interval collapses onto it and the claim holds
+    assert difference.low == pytest.approx(0.05) and difference.verdict == "holds"
+
+
+def test_paired_difference_removes_what_the_rows_share():
+    # Large spread between seeds, small consistent gain: unpaired it would not be resolved.
+    a = [0.3, 0.9, 0.5, 0.7, 0.4]
+    b = [x - 0.02 + 0.005 * (i % 2) for i, x in enumerate(a)]
+    assert paired_difference(rows_for(a, b), CLAIM).verdict == "holds"
+
+
+def test_lower_is_better_flips_the_sign():
+    claim = Claim("a closer than b", {"method": "a"}, {"method": "b"}, metric="dice", lower_is_better=True)
+    difference = paired_difference(rows_for([1.0, 1.1, 0.9], [2.0, 2.2, 2.1]), claim)
+    assert difference.mean > 0 and difference.verdict == "holds"
+
+
+def test_opposite_and_unresolved():
+    assert paired_difference(rows_for([0.5, 0.6, 0.55], [0.7, 0.8, 0.72]), CLAIM).verdict == "opposite"
+    assert paired_difference(rows_for([0.5, 0.8, 0.55], [0.7, 0.6, 0.56]), CLAIM).verdict.startswith("not resolved")
+
+
+def test_missing_seeds_and_nan_are_left_out():
+    rows = rows_for([0.9, 0.8, float("nan"), 0.7], [0.8, 0.7, 0.6])
+    assert paired_difference(rows, CLAIM).n == 2
+
+
+def test_bad_input_is_one_clear_error():
+    with pytest.raises(InputError, match="at least 2 common seeds"):
+        paired_difference(rows_for([0.9], [0.8]), CLAIM)
+    duplicated = rows_for([0.9, 0.8], [0.8, 0.7]) + [{"method": "a", "seed": 0, "dice": 0.1}]
+    with pytest.raises(InputError, match="two rows"):
+        paired_difference(duplicated, CLAIM)
+    with pytest.raises(InputError, match="no number in column 'dice'"):
+        paired_difference([{"method": "a", "seed": 0}] + rows_for([], [0.1]), CLAIM)
+
+
+def test_settle_skips_claims_whose_rows_are_absent():
+    rows = rows_for([0.9, 0.8, 0.85], [0.8, 0.7, 0.75])
+    other = Claim("c > a", {"method": "c"}, {"method": "a"})
+    assert [d.claim for d in settle(rows, [CLAIM, other])] == ["a > b"]
+
+
+def test_claim_sets_name_rows_the_notebooks_report():
+    assert {c.better["method"] for c in MIXED_CLAIMS} <= {"kl", "kl_ent"}
+    assert len(cam_claims(("T1", "T2"), ("dice_3d",))) == 8
+    assert set(CLAIMS_BY_NOTEBOOK) == {"01_entropy_vs_pseudomask", "02_kl_distillation", "03_cam_equivariance"}
+
+
+def test_claims_markdown_for_a_sweep_of_notebook_02():
+    rows = []
+    for seed in range(5):
+        for method, branch, dice in [("kl", "student", 0.80), ("kl_ent", "student", 0.82 + 0.001 * seed),
+                                     ("kl_ent", "teacher", 0.85)]:
+            rows.append({"notebook": "02_kl_distillation", "seed": seed, "method": method, "branch": branch,
+                         "dice": dice})
+    table = claims_markdown(rows)
+    assert "| KL+Ent > KL (student) | dice | 5 |" in table and "holds" in table
+    assert "student > teacher (KL+Ent)" in table and "opposite" in table
+
+
+def test_read_results_errors(tmp_path):
+    with pytest.raises(InputError, match="no such results file"):
+        read_results(tmp_path / "missing.csv")
+    (tmp_path / "bad.csv").write_text("method,dice\nkl,0.5\n")
+    with pytest.raises(InputError, match="'seed' column"):
+        read_results(tmp_path / "bad.csv")
+
+
+def test_committed_tables_says_how_to_regenerate_a_missing_file():
+    assert "results/README.md" in committed_tables("no_such_sweep", MIXED_CLAIMS, ["method"], ["dice"])
