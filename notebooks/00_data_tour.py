@@ -58,7 +58,7 @@ brain_modalities = ["T1", "T2", "FLAIR"]
 weak_seed = 0
 # A public dataset you downloaded, in its distributed layout; None skips that section.
 data_dir = None
-public_dataset = "acdc"  # the layout of data_dir: acdc, brats or decathlon_prostate
+public_dataset = "acdc"  # the layout of data_dir: acdc, brats, decathlon (any task) or decathlon_prostate
 max_cases = 4  # cases of the public dataset to load for the tour
 
 # %%
@@ -257,7 +257,7 @@ if blocks:
 # %% [markdown]
 # ## 6. Your own copy of a public dataset
 #
-# Point `data_dir` at ACDC, BraTS or the Decathlon prostate task exactly as distributed (set
+# Point `data_dir` at ACDC, BraTS or any Decathlon task folder exactly as distributed (set
 # `public_dataset` to say which) and the same loaders, preprocessing and cache as notebook 04
 # read it. Only `max_cases` cases are loaded here.
 

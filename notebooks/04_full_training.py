@@ -24,8 +24,9 @@
 # **Time to run:** about 15 s on a 2-core CPU at the default parameters.
 #
 # **Data:** by default a *simulated* cardiac short-axis MRI dataset
-# (`mixseg_lite.data.cardiac_sim`). Set `dataset` and `data_dir` to train on ACDC, BraTS or the
-# Decathlon prostate task in their distributed layouts, or use `dataset = "atlas"` for the real
+# (`mixseg_lite.data.cardiac_sim`). Set `dataset` and `data_dir` to train on ACDC, BraTS or any
+# Medical Segmentation Decathlon task (`dataset = "decathlon"`: modalities and labels read from its
+# `dataset.json`) in their distributed layouts, or use `dataset = "atlas"` for the real
 # Colin27 brain with its hand-drawn AAL labels (Debian package `mricron-data`).
 
 # %%
@@ -51,14 +52,15 @@ if "google.colab" in sys.modules:
 seed = 0
 num_threads = 2
 output_dir = "outputs/04_full_training"
-# Data: simulated_cardiac, simulated_brain, atlas (real, installed), acdc, brats, decathlon_prostate
+# Data: simulated_cardiac, simulated_brain, atlas (real, installed), acdc, brats, decathlon (any task),
+# decathlon_prostate
 dataset = "simulated_cardiac"
 data_dir = None  # folder of a public dataset exactly as distributed, e.g. "/data/ACDC"
-split = None  # group sizes, e.g. {"full": 5, "weak": None, "val": 10, "test": 20}; None: dataset default
+split = None  # group sizes, e.g. {"full": 5, "weak": None, "val": 10, "test": 20}; None: default, scaled to the cases
 n_volumes = 24  # simulated datasets only
 n_slices = 8
 max_cases = None  # public datasets: only the first N cases (BraTS has > 1000; memory grows with each)
-modalities = None  # image channels, e.g. ["t1", "t2"] (BraTS); None: the dataset's default
+modalities = None  # image channels, e.g. ["t1", "t2"] (BraTS); None: the default (every modality of a Decathlon task)
 image_size = 64
 # Training
 method = "kl_ent"  # any row of REFERENCE A (METHODS) or B (CAM_METHODS)

@@ -118,27 +118,50 @@ def make_brats(root: Path, naming: str = "2019", num_cases: int = 2, grade_folde
 
 # ----------------------------------------------------------------------------- Decathlon
 
-def make_decathlon(root: Path, task: str = "Task01_BrainTumour", num_cases: int = 2) -> Path:
+def make_decathlon(root: Path, task: str = "Task01_BrainTumour", num_cases: int = 2, modality: dict | None = None,
+                   labels: dict | None = None, prefix: str | None = None, image_fn=None) -> Path:
     """A Decathlon task folder ``root/<task>`` with ``dataset.json``, ``imagesTr`` (4-D when
     multi-modal, modality last), ``labelsTr`` and the stray macOS ``._*`` files the real tarballs
-    contain; returns the task folder."""
-    spec = DECATHLON_TASKS[task]
+    contain; returns the task folder.
+
+    ``task`` names one of :data:`DECATHLON_TASKS`, or any folder name when ``modality`` and
+    ``labels`` (the ``dataset.json`` tables, e.g. ``{"0": "CT"}``) describe a task of your own;
+    given for a known task they replace its tables (a subset of Task01's modalities, say).
+    ``prefix`` formats case names from 1, 2, ... (default the task's, else ``case_{:03d}``).
+    ``image_fn(n, m)`` returns modality ``m`` of case ``n`` (0-based) in NIfTI order (default
+    :func:`axis_coded` with ``modality=m``); labels are :func:`striped_label` over all labels.
+    """
+    spec = DECATHLON_TASKS.get(task, {})
+    modality = modality if modality is not None else spec["modality"]
+    labels = labels if labels is not None else spec["labels"]
+    prefix = prefix or spec.get("prefix", "case_{:03d}")
+    image_fn = image_fn or (lambda n, m: axis_coded(modality=m))
     folder = Path(root) / task
-    num_modalities = len(spec["modality"])
+    num_modalities = len(modality)
     training = []
     for n in range(num_cases):
-        case = spec["prefix"].format(n + 1)
-        channels = [axis_coded(modality=m) for m in range(num_modalities)]
+        case = prefix.format(n + 1)
+        channels = [np.asarray(image_fn(n, m), dtype=np.float32) for m in range(num_modalities)]
         image = channels[0] if num_modalities == 1 else np.stack(channels, axis=-1)
         write_nifti(folder / "imagesTr" / f"{case}.nii.gz", image)
-        write_nifti(folder / "labelsTr" / f"{case}.nii.gz", striped_label(range(len(spec["labels"]))))
+        write_nifti(folder / "labelsTr" / f"{case}.nii.gz", striped_label(range(len(labels)), channels[0].shape))
         (folder / "imagesTr" / f"._{case}.nii.gz").write_bytes(b"\x00\x05\x16\x07AppleDouble")
         training.append({"image": f"./imagesTr/{case}.nii.gz", "label": f"./labelsTr/{case}.nii.gz"})
-    dataset = {"name": task.split("_", 1)[1], "tensorImageSize": "4D" if num_modalities > 1 else "3D",
-               "modality": spec["modality"], "labels": spec["labels"], "numTraining": num_cases,
+    dataset = {"name": task.split("_", 1)[-1], "tensorImageSize": "4D" if num_modalities > 1 else "3D",
+               "modality": modality, "labels": labels, "numTraining": num_cases,
                "numTest": 0, "training": training, "test": []}
     (folder / "dataset.json").write_text(json.dumps(dataset, indent=4))
     return folder
+
+
+def hounsfield_like(n: int = 0, m: int = 0, shape=SHAPE) -> np.ndarray:
+    """A CT-like image in Hounsfield units (an ``image_fn`` for :func:`make_decathlon`): soft tissue
+    of 40-60 HU varying along ``i`` and ``j`` (and with the case ``n``), plus one metal voxel of
+    3000 HU, the kind of extreme that CT normalisation must clip."""
+    i, j, _ = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    image = (40.0 + i + j + n).astype(np.float32)
+    image[0, 0, 0] = 3000.0
+    return image
 
 
 # ----------------------------------------------------------------------------- plain folder

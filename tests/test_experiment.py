@@ -9,19 +9,22 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from fake_datasets import make_acdc, make_brats, make_decathlon
+import numpy as np
+from fake_datasets import hounsfield_like, make_acdc, make_brats, make_decathlon, write_nifti
 
 import mixseg_lite.train.experiment as experiment
 import mixseg_lite.train.mixed as mixed
 from mixseg_lite import InputError
 from mixseg_lite.data.atlas import atlas_dir
 from mixseg_lite.train import load_dataset, run_experiment
-from mixseg_lite.train.experiment import DATASETS, PUBLIC_DATASETS, resolve_split, supported_methods
+from mixseg_lite.train.experiment import (DATASETS, DEFAULT_SPLITS, PUBLIC_DATASETS, default_split, resolve_split,
+                                          suggest_split, supported_methods)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +67,7 @@ def test_resolve_split_counts_fractions_and_rest():
     assert resolve_split({"full": 2, "weak": None, "val": 0.1, "test": 0.25}, 20, "x") == \
         {"full": 2, "weak": 11, "val": 2, "test": 5}
     assert resolve_split({"full": 1, "test": 0.01}, 10, "x") == {"full": 1, "test": 1}  # at least one
-    with pytest.raises(InputError, match="only 3 are available"):
+    with pytest.raises(InputError, match=r"3 cases cannot be split into full=2, test=2 \(that needs 4\)"):
         resolve_split({"full": 2, "test": 2}, 3, "x")
     with pytest.raises(InputError, match="only one split group"):
         resolve_split({"full": None, "weak": None}, 3, "x")
@@ -111,6 +114,135 @@ def test_brats_and_prostate_layouts(tmp_path):
     prostate = load_dataset("decathlon_prostate", make_decathlon(tmp_path, "Task05_Prostate", 3),
                             image_size=16, split={"full": 1, "weak": None, "test": 1}, cache=False)
     assert prostate["weak"][0].modalities == ("T2", "ADC") and prostate["weak"][0].num_classes == 3
+
+
+# ----------------------------------------------------------------------------- any Decathlon task, split sizes
+
+TASK01_SUBSET = {"0": "FLAIR", "1": "T1w", "2": "t1gd"}
+TASK01_LABELS = {"0": "background", "1": "edema", "2": "enhancing tumour"}
+
+
+def _rolled(n, m):
+    """Modality m is the axis-coded image rolled by m along i: z-scoring cannot make two modalities equal."""
+    return np.roll(np.arange(12 * 10 * 4, dtype=np.float32).reshape(12, 10, 4) ** 1.5, m, axis=0) + n
+
+
+def test_any_decathlon_task_six_cases_modalities_and_classes_from_dataset_json(tmp_path):
+    task = make_decathlon(tmp_path, "Task01_BrainTumour", num_cases=6, modality=TASK01_SUBSET,
+                          labels=TASK01_LABELS, image_fn=_rolled)
+    kwargs = dict(image_size=16, cache_dir=tmp_path / "cache")
+    splits = load_dataset("decathlon", task, **kwargs)  # 6 cases, no split written by hand
+    assert {k: len(v) for k, v in splits.items()} == {"full": 1, "weak": 2, "val": 1, "test": 2}
+    ids = sorted(v.case_id for vols in splits.values() for v in vols)
+    assert ids == [f"BRATS_{n:03d}" for n in range(1, 7)]
+    volume = splits["full"][0]
+    assert volume.modalities == ("FLAIR", "T1w", "t1gd")
+    assert volume.class_names == ("background", "edema", "enhancing tumour")
+    assert volume.image.shape == (3, 4, 16, 16) and volume.spacing[0] == 8.0
+    picked = load_dataset("decathlon", task, modalities=["t1gd", "flair"], **kwargs)["full"][0]
+    assert picked.case_id == volume.case_id and picked.modalities == ("t1gd", "flair")
+    np.testing.assert_array_equal(picked.image, volume.image[[2, 0]])
+    assert load_dataset("decathlon", task, modalities="T1w", **kwargs)["test"][0].modalities == ("T1w",)
+    with pytest.raises(InputError, match=r"dataset.json: modality 'T2w' not in this task's modalities "
+                                         r"\['FLAIR', 'T1w', 't1gd'\]"):
+        load_dataset("decathlon", task, modalities=["T2w"], **kwargs)
+    with pytest.raises(InputError) as info:
+        load_dataset("decathlon", task, split={"full": 3, "weak": None, "val": 4, "test": 8}, **kwargs)
+    assert str(info.value) == ("dataset 'decathlon': 6 cases cannot be split into full=3, weak=None, val=4, test=8 "
+                               "(that needs 15); with 6 cases use e.g. {'full': 1, 'weak': 2, 'val': 1, 'test': 2}")
+
+
+def test_any_decathlon_task_ct_is_clipped_before_z_scoring(tmp_path):
+    liver = make_decathlon(tmp_path, "Task03_Liver", num_cases=4, labels={"0": "background", "1": "liver",
+                                                                          "2": "tumour"}, image_fn=hounsfield_like)
+    splits = load_dataset("decathlon", liver, image_size=16, cache=False)
+    assert {k: len(v) for k, v in splits.items()} == {"full": 1, "weak": 1, "val": 1, "test": 1}
+    ct = splits["test"][0]
+    assert ct.modalities == ("CT",) and ct.class_names == ("background", "liver", "tumour")
+    assert ct.image.shape == (1, 4, 16, 16)
+    # The 3000 HU metal voxel is clipped to the 99.5th percentile; the same data named MR are only z-scored.
+    mr = make_decathlon(tmp_path, "Task99_SameAsMR", num_cases=4, modality={"0": "MRI"},
+                        labels={"0": "background", "1": "liver", "2": "tumour"}, image_fn=hounsfield_like)
+    mr_image = load_dataset("decathlon", mr, image_size=16, cache=False)["test"][0].image
+    assert float(ct.image.max()) < 3 < 10 < float(mr_image.max())
+
+
+def test_decathlon_prostate_is_the_generic_loader_with_prostate_defaults(tmp_path):
+    task = make_decathlon(tmp_path, "Task05_Prostate", num_cases=6)
+    split = {"full": 2, "weak": None, "test": 2}
+    generic = load_dataset("decathlon", task, image_size=16, split=split, cache=False)
+    prostate = load_dataset("decathlon_prostate", task, image_size=16, split=split, cache=False)
+    for group in generic:
+        assert [v.case_id for v in generic[group]] == [v.case_id for v in prostate[group]]
+        for a, b in zip(generic[group], prostate[group]):
+            assert a.modalities == b.modalities == ("T2", "ADC") and a.class_names == b.class_names
+            np.testing.assert_array_equal(a.image, b.image)
+    # 6 cases are too few for the paper's prostate split (3 full, 4 val, 8 test): the proportional one
+    assert {k: len(v) for k, v in load_dataset("decathlon_prostate", task, image_size=16, cache=False).items()} == \
+        {"full": 1, "weak": 2, "val": 1, "test": 2}
+
+
+def test_decathlon_bad_task_folders_are_one_line_errors(tmp_path):
+    task = make_decathlon(tmp_path, "Task03_Liver", num_cases=4)
+    write_nifti(task / "labelsTr" / "liver_2.nii.gz", np.zeros((12, 10, 5), dtype=np.uint8))  # another grid
+
+    def error(data_dir, **kwargs) -> str:
+        with pytest.raises(InputError) as info:
+            load_dataset("decathlon", data_dir, image_size=16, cache=False, **kwargs)
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    assert re.search(r"labelsTr/liver_2.nii.gz: label NIfTI shape \(12, 10, 5\) differs from image liver_2.nii.gz "
+                     r"shape \(12, 10, 4\)", error(task))
+    assert re.search(r"Task03_Liver/dataset.json: modality 'T1' not in this task's modalities \['CT'\]",
+                     error(task, modalities=["T1"]))
+    assert re.search(r"dataset.json: missing dataset.json; choose one task folder inside it, e.g. .*Task03_Liver",
+                     error(tmp_path))  # the folder above the task
+    (task / "dataset.json").unlink()
+    assert re.search(r"Task03_Liver/dataset.json: missing dataset.json \(is .* a Decathlon task folder\?\)",
+                     error(task))
+
+
+@pytest.mark.parametrize("cases, expected", [
+    (4, (1, 1, 1, 1)), (5, (1, 2, 1, 1)), (6, (1, 2, 1, 2)), (10, (1, 5, 2, 2)), (20, (2, 10, 3, 5)),
+    (32, (3, 16, 5, 8)), (100, (10, 50, 15, 25)), (484, (48, 242, 73, 121)),
+])
+def test_default_split_scales_with_the_number_of_cases(cases, expected):
+    counts = default_split("decathlon", cases)
+    assert tuple(counts[g] for g in ("full", "weak", "val", "test")) == expected
+    assert sum(counts.values()) == cases and suggest_split(cases) == counts
+
+
+def test_reference_splits_are_kept_where_they_fit():
+    # Unchanged defaults (committed notebook outputs depend on them): the reference split wherever
+    # it leaves every group non-empty, the proportional rule only below that.
+    assert default_split("simulated_cardiac", 24) == DEFAULT_SPLITS["simulated_cardiac"]
+    assert default_split("simulated_brain", 16) == DEFAULT_SPLITS["simulated_brain"]
+    assert default_split("atlas", 10) == DEFAULT_SPLITS["atlas"]
+    assert default_split("acdc", 100) == {"full": 5, "weak": 65, "val": 10, "test": 20}
+    assert default_split("acdc", 36) == {"full": 5, "weak": 1, "val": 10, "test": 20}
+    assert default_split("brats", 60) == {"full": 5, "weak": 37, "val": 6, "test": 12}
+    assert default_split("decathlon_prostate", 32) == {"full": 3, "weak": 17, "val": 4, "test": 8}
+    assert default_split("decathlon_prostate", 16) == {"full": 3, "weak": 1, "val": 4, "test": 8}
+    # too few for the reference (it would leave no weak case, or not fit at all): proportional
+    assert default_split("decathlon_prostate", 15) == {"full": 2, "weak": 7, "val": 2, "test": 4}
+    assert default_split("simulated_cardiac", 20) == {"full": 2, "weak": 10, "val": 3, "test": 5}
+    assert default_split("acdc", 35, unit="patients") == {"full": 4, "weak": 17, "val": 5, "test": 9}
+
+
+def test_impossible_splits_say_which_sizes_would_work():
+    with pytest.raises(InputError) as info:
+        default_split("decathlon", 3)
+    assert str(info.value) == ("dataset 'decathlon': 3 cases cannot be split by the default rule (full 10%, val 15%, "
+                               "test 25%, weak the rest, at least 1 each, so at least 4 cases); with 3 cases pass "
+                               "e.g. split={'full': 1, 'weak': 1, 'test': 1}")
+    with pytest.raises(InputError, match=r"2 patients cannot be split into full=5, weak=None \(that needs 5\); "
+                                         r"with 2 patients use e.g. \{'full': 1, 'test': 1\}"):
+        resolve_split({"full": 5, "weak": None}, 2, "dataset 'acdc'", unit="patients")
+    with pytest.raises(InputError, match="1 case cannot be split .* at least 2 cases are needed"):
+        resolve_split({"full": 1, "test": 1}, 1, "x")
+    for cases in (2, 3, 4, 7):  # every suggestion is itself a valid split of that many cases
+        assert resolve_split(suggest_split(cases), cases, "x") == suggest_split(cases)
 
 
 @pytest.mark.skipif(not (atlas_dir() / "aal.nii.gz").is_file(), reason="mricron-data not installed")
@@ -257,7 +389,8 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 def test_every_dataset_has_a_config():
     # Paper-scale (GPU) configs, plus CPU-scale variants named <dataset>_cpu.
-    assert {p.stem for p in CONFIGS if not p.stem.endswith("_cpu")} == {"acdc", "brats", "decathlon_prostate", "atlas"}
+    assert {p.stem for p in CONFIGS if not p.stem.endswith("_cpu")} == {"acdc", "brats", "decathlon",
+                                                                       "decathlon_prostate", "atlas"}
     assert {p.stem for p in CONFIGS if p.stem.endswith("_cpu")} == {"atlas_cpu"}
 
 

@@ -153,6 +153,34 @@ def test_decathlon_bad_inputs_name_the_file(tmp_path):
     assert_input_error(lambda: load_decathlon(task), "dataset.json")
 
 
+def test_decathlon_any_task_written_by_hand(tmp_path):
+    # A Task01-like subset (3 of its 4 modalities, 3 labels) and a single-modality CT task.
+    brain = make_decathlon(tmp_path, "Task01_BrainTumour", num_cases=2,
+                           modality={"0": "FLAIR", "1": "T1w", "2": "t1gd"},
+                           labels={"0": "background", "1": "edema", "2": "enhancing tumour"})
+    volumes = load_decathlon(brain)
+    assert volumes[0].modalities == ("FLAIR", "T1w", "t1gd") and volumes[0].image.shape == (3,) + ZHW
+    assert volumes[0].class_names == ("background", "edema", "enhancing tumour")
+    assert_axis_coded(volumes[1].image[2], modality=2)
+    assert load_decathlon(brain, modalities="t1gd")[0].modalities == ("t1gd",)  # one name, not its letters
+    ct = make_decathlon(tmp_path, "Task97_Tiny", num_cases=1, modality={"0": "CT"},
+                        labels={"0": "background", "1": "liver", "2": "tumour"})
+    volume = load_decathlon(ct)[0]
+    assert volume.case_id == "case_001" and volume.modalities == ("CT",)
+    assert volume.class_names == ("background", "liver", "tumour")
+
+
+def test_decathlon_modality_choices_and_task_folder_errors(tmp_path):
+    task = make_decathlon(tmp_path, "Task05_Prostate", num_cases=1)
+    assert "requested twice" in assert_input_error(lambda: load_decathlon(task, modalities=("T2", "t2")),
+                                                   "dataset.json")
+    assert "at least one" in assert_input_error(lambda: load_decathlon(task, modalities=()), "dataset.json")
+    message = assert_input_error(lambda: load_decathlon(tmp_path), "dataset.json")  # the folder above the task
+    assert "choose one task folder inside it" in message and "Task05_Prostate" in message
+    (task / "dataset.json").write_text("[1, 2]")
+    assert "expected a JSON object" in assert_input_error(lambda: load_decathlon(task), "dataset.json")
+
+
 # ----------------------------------------------------------------------------- plain folders
 
 def test_folder_pairs_by_name_and_suffix(tmp_path):

@@ -425,11 +425,17 @@ def read_dataset_json(root: Path) -> dict:
     """Read and check a Decathlon ``dataset.json`` (modality, labels, training list)."""
     path = Path(root) / "dataset.json"
     if not path.is_file():
-        raise InputError(f"{path}: missing dataset.json (is {root} a Decathlon task folder?)")
+        tasks = sorted(p.parent.name for p in Path(root).glob("*/dataset.json")) if Path(root).is_dir() else []
+        hint = (f"; choose one task folder inside it, e.g. {Path(root) / tasks[0]}" if tasks
+                else f" (is {root} a Decathlon task folder?)")
+        raise InputError(f"{path}: missing dataset.json{hint}")
     try:
         spec = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({_one_line(exc)})") from None
+    if not isinstance(spec, dict):
+        raise InputError(f"{path}: expected a JSON object with 'modality', 'labels' and 'training', "
+                         f"got {type(spec).__name__}")
     for key in ("modality", "labels", "training"):
         if key not in spec:
             raise InputError(f"{path}: missing the {key!r} entry")
@@ -452,6 +458,11 @@ def _decathlon_channels(requested, available: list[str], path: Path) -> tuple[li
     canonical t1/t1ce/t2/flair also match Task01's T1w/t1gd/T2w/FLAIR)."""
     if requested is None:
         return list(range(len(available))), tuple(available)
+    if isinstance(requested, str):  # one name, not its letters
+        requested = (requested,)
+    requested = tuple(requested)
+    if not requested:
+        raise InputError(f"{path}: modalities must name at least one of this task's modalities {available}")
     lowered = [a.lower() for a in available]
     synonyms = {"t1": "t1w", "t1ce": "t1gd", "t2": "t2w"}
     index = []
@@ -460,6 +471,8 @@ def _decathlon_channels(requested, available: list[str], path: Path) -> tuple[li
         key = key if key in lowered else synonyms.get(key, key)
         if key not in lowered:
             raise InputError(f"{path}: modality {name!r} not in this task's modalities {available}")
+        if lowered.index(key) in index:
+            raise InputError(f"{path}: modality {name!r} requested twice in {list(requested)}")
         index.append(lowered.index(key))
     return index, tuple(str(n) for n in requested)
 
@@ -470,8 +483,9 @@ def load_decathlon(root, modalities=None, label_map: dict | None = None, cases=N
 
     Args:
         root: the task folder holding ``dataset.json``, ``imagesTr/`` and ``labelsTr/``.
-        modalities: names from ``dataset.json`` (case-insensitive; default all, in file order).
-            4-D images carry modalities along their last axis.
+        modalities: distinct names from ``dataset.json`` (case-insensitive; one name may be a
+            plain string; default all, in file order). 4-D images carry modalities along their
+            last axis.
         label_map: optional ``{old: new}`` dict (with ``class_names``); by default labels and class
             names are those of ``dataset.json``.
         cases: case names such as ``"BRATS_001"``; default the whole training list.
