@@ -24,6 +24,8 @@ STATUS_FILE = "status.json"
 SEED_PARAMETER = "seed"
 # Parameters that say where or how fast a run went, not what it computed.
 UNINFORMATIVE_PARAMETERS = {"output_dir", "num_threads"}
+# What notebook 04 records beside its parameters: results of the run, not settings.
+OUTCOME_PARAMETERS = {"best_epoch", "best_val_dice", "epochs_done", "checkpoint", "config"}
 # Row keys that name what a row is about even when their values are numbers (class 1, 2, ...).
 IDENTIFIER_KEYS = ("method", "branch", "modality", "class", "label", "structure", "region")
 
@@ -113,7 +115,9 @@ def _columns(runs: list[RunMetrics]) -> tuple[list[str], list[str]]:
     then the parameters that differ between runs other than the seed. Value columns: the rows'
     other numbers, except ``*_std`` (a run's own spread, kept in ``results.csv``).
     """
-    row_keys = _ordered_keys(row for run in runs for row in run.rows)
+    # Nested values (a run's settings, per-class dicts) stay in results.csv; a table cannot group by them.
+    row_keys = [key for key in _ordered_keys(row for run in runs for row in run.rows)
+                if not any(isinstance(row.get(key), (dict, list)) for run in runs for row in run.rows)]
     identifiers = [key for key in row_keys
                    if key in IDENTIFIER_KEYS
                    or any(not _is_number(row.get(key)) and row.get(key) is not None
@@ -123,10 +127,16 @@ def _columns(runs: list[RunMetrics]) -> tuple[list[str], list[str]]:
     # A run's own spread over its test volumes (dice_std, hd95_std) stays in results.csv; the
     # tables show the spread over seeds of the means instead.
     values = [key for key in row_keys if key not in identifiers and not key.endswith("_std")]
+    # A parameter splits the table only when it differs between runs of the same seed: what
+    # differs only across seeds (a run's best epoch, its resolved config) follows from the seed.
+    by_seed: dict[str, list[RunMetrics]] = {}
+    for run in runs:
+        by_seed.setdefault(json.dumps(run.params.get(SEED_PARAMETER), default=str), []).append(run)
     varying = [key for key in _ordered_keys(run.params for run in runs)
-               if key != SEED_PARAMETER and key not in row_keys
-               and len({json.dumps(run.params.get(key), sort_keys=True, default=str)
-                        for run in runs}) > 1]
+               if key != SEED_PARAMETER and key not in row_keys and key not in OUTCOME_PARAMETERS
+               and not any(isinstance(run.params.get(key), dict) for run in runs)
+               and any(len({json.dumps(run.params.get(key), sort_keys=True, default=str) for run in group}) > 1
+                       for group in by_seed.values())]
     return ["notebook", *identifiers, *varying], values
 
 

@@ -325,13 +325,17 @@ print(committed_tables("cam_ablation_brain", cam_claims(tuple(modalities)), ["me
                        ["dice_3d", "dice_pos", "dice_slice_avg", "accuracy"]))
 
 # %% [markdown]
-# **Reading the table.** The empty-mask baseline scores 0 in 3-D and yet a high slice-averaged
-# Dice: the evaluation trap holds on every seed. For the ablation steps read the verdict column:
-# where it says *opposite*, the step hurts under this implementation and setting (simulated
-# 40x40 slices, 54 training steps, the loss weights of the paper's code at our loss scales);
-# where it says *not resolved*, 5 seeds cannot tell the rows apart. A failed claim here says
-# "not under this recipe", not "not at all": the loss scales, the training length and the image
-# size all change how strong each term is (see the parameters).
+# **Reading the table.** The evaluation trap holds: the empty masks score 0 in 3-D, yet on
+# slice-averaged Dice they beat, on average over the seeds, every T2 row, the supervised one
+# included. For the ablation steps read the verdict column. Where it says *opposite*, the step
+# hurts under this implementation and setting; where it says *not resolved*, 5 seeds cannot tell
+# the rows apart (tumours are small, the test set has a handful of tumour volumes, and some
+# seeds leave the T2 network predicting no tumour at all). A failed claim here says "not under
+# this recipe", not "not at all": simulated 40x40 slices, 54 training steps, and one known
+# difference from the reference code: our CMER sums its squared differences over the pixels of
+# each map where the reference averages them, which makes it thousands of times stronger at
+# this size (`mixseg_lite.losses.cam.cross_modal_equivariance_loss`). CMER that hurts at this
+# strength says nothing yet about CMER at the reference's.
 #
 # The live run above, for comparison (one seed, this machine):
 
