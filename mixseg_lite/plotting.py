@@ -35,10 +35,18 @@ def method_colour(name: str) -> str:
 _FIXED = frozenset(METHOD_COLOURS)
 
 
-def class_legend(target, class_names, fontsize: int = 8, **kwargs):
-    """Legend of the foreground classes' overlay colours on an Axes or a Figure."""
-    colours = label_cmap(len(class_names)).colors
-    handles = [Patch(facecolor=colours[k], edgecolor="none", label=name) for k, name in enumerate(class_names) if k]
+def class_legend(target, class_names, fontsize: int = 8, colours: list[str] | None = None, **kwargs):
+    """Legend of the foreground classes' overlay colours on an Axes or a Figure.
+
+    ``class_names[0]`` is the background and gets no entry, unless ``colours`` gives the first
+    entries' colours (e.g. the tint of *labelled* background in a weak mask).
+    """
+    palette = list(label_cmap(len(class_names)).colors)
+    shown = list(range(1, len(class_names)))
+    if colours:
+        palette[:len(colours)] = colours
+        shown = list(range(len(class_names)))
+    handles = [Patch(facecolor=palette[k], edgecolor="none", label=class_names[k]) for k in shown]
     return target.legend(handles=handles, fontsize=fontsize, frameon=False, **kwargs)
 
 

@@ -37,7 +37,10 @@ OVERLAYS = ("none", "label", "weak")
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _OVERLAY_ALPHA = 0.55
-_WEAK_BACKGROUND_RGBA = (1.0, 1.0, 1.0, 0.3)  # labelled background is information in a weak mask
+# Labelled background is information in a weak mask (boxes, scribbles, points): a purple tint no
+# foreground class uses, strong enough to see on a bright image.
+WEAK_BACKGROUND_COLOUR = "#7B3294"
+_WEAK_BACKGROUND_RGBA = (0.482, 0.196, 0.580, 0.5)
 
 
 # ----------------------------------------------------------------------------- detection
@@ -107,7 +110,8 @@ def compose_slice(image: np.ndarray, mask: np.ndarray | None, num_classes: int, 
     """RGB ``(H, W, 3)`` float image: the grey slice, windowed to ``window``, with ``mask`` blended on top.
 
     Class 0 is left clear in a full label map; in a weak mask (``weak=True``) pixels labelled
-    background get a faint white tint, because "labelled background" is information there;
+    background get a purple tint (:data:`WEAK_BACKGROUND_COLOUR`), because "labelled background"
+    is information there;
     :data:`mixseg_lite.UNLABELLED` pixels stay clear in both.
     """
     low, high = window

@@ -74,7 +74,7 @@ from mixseg_lite.data.cardiac_sim import make_cardiac_volumes
 from mixseg_lite.plotting import class_legend, show_overlay
 from mixseg_lite.results import format_table, write_metrics
 from mixseg_lite.weak import WEAK_KINDS, image_tags, make_weak_label
-from mixseg_lite.widgets import browse_volume, compose_slice, intensity_window
+from mixseg_lite.widgets import WEAK_BACKGROUND_COLOUR, browse_volume, compose_slice
 
 device = mixseg_lite.setup_notebook(seed, num_threads)
 params = {k: v for k, v in globals().items() if k in {
@@ -146,7 +146,7 @@ fig.subplots_adjust(bottom=0.1)
 z = int(np.argmax([(volume.label[k] > 0).sum() for k in range(volume.num_slices)]))
 weak = {kind: make_weak_label(volume.label[z], kind, seed=weak_seed, num_classes=volume.num_classes)
         for kind in WEAK_KINDS}
-window = intensity_window(volume.image[0])
+window = (float(volume.image[0].min()), float(volume.image[0].max()))  # as the full-mask panel
 fig, axes = plt.subplots(1, len(WEAK_KINDS) + 1, figsize=(2.2 * (len(WEAK_KINDS) + 1), 2.6))
 show_overlay(axes[0], volume.image[0, z], volume.label[z], volume.num_classes, "full mask")
 for ax, (kind, mask) in zip(axes[1:], weak.items()):
@@ -154,9 +154,10 @@ for ax, (kind, mask) in zip(axes[1:], weak.items()):
     ax.imshow(compose_slice(volume.image[0, z], mask, volume.num_classes, window, weak=True))
     ax.set_title(kind, fontsize=9)
     ax.set_axis_off()
-fig.suptitle("The weak labels of one slice (white tint: pixels labelled background; clear: unlabelled)", fontsize=9)
+fig.suptitle("The weak labels of one slice: coloured pixels carry a label, the rest are unlabelled", fontsize=9)
 fig.tight_layout()
-class_legend(fig, volume.class_names, loc="lower center", ncol=volume.num_classes - 1)
+class_legend(fig, ("labelled background", *volume.class_names[1:]), loc="lower center", ncol=volume.num_classes,
+             colours=[WEAK_BACKGROUND_COLOUR])
 fig.subplots_adjust(bottom=0.14)
 
 # %%
