@@ -100,7 +100,7 @@ def _command_demo(args: argparse.Namespace) -> int:
             print(f"FAILED {error}", file=sys.stderr)
     if any(out.rglob("metrics.json")):
         table = rows_markdown(read_runs(out))
-        (out / "results.md").write_text(f"{machine}\n\n{table}", encoding="utf-8")
+        (out / "results.md").write_text(f"{table}\n{machine}\n", encoding="utf-8")
         print(table)
         print(machine)
         print(f"table written to {out / 'results.md'}")
