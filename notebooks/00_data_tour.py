@@ -20,7 +20,7 @@
 # 3. Browse volumes slice by slice and modality by modality (live widgets in Jupyter; a static
 #    grid when the notebook runs headless).
 #
-# **Time to run:** about 10 s on a 2-core CPU at the default parameters.
+# **Time to run:** about 15 s on a 2-core CPU without AVX-512 at the default parameters.
 #
 # **Data:** generated on the fly (simulated cardiac and brain MRI), the Colin27 brain with its
 # AAL atlas from the Debian package `mricron-data` (real), and optionally a public dataset you

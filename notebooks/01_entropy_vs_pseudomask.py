@@ -21,7 +21,7 @@
 # 3. Train the mixed-supervision student (Liu et al., MedIA 2023) with KL + entropy, with
 #    KL + pseudo-masks, and with entropy but no KL, and watch the last one collapse.
 #
-# **Time to run:** about 30 s on a 2-core CPU at the default parameters (measured on one without
+# **Time to run:** about 45 s on a 2-core CPU at the default parameters (measured on one without
 # AVX-512; faster with it).
 #
 # **Data:** a *simulated* cardiac short-axis MRI dataset generated on the fly

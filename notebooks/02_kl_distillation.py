@@ -21,7 +21,7 @@
 #    volume and class (the original code reported HD95 in voxels), mean (std) over volumes.
 # 4. Check which of the paper's claims hold on our data, and say so when one does not.
 #
-# **Time to run:** about 40 s on a 2-core CPU at the default parameters (measured on one without
+# **Time to run:** about 55 s on a 2-core CPU at the default parameters (measured on one without
 # AVX-512; faster with it). The full ablation over 5 seeds is committed in `results/` and shown below.
 #
 # **Data:** a *simulated* cardiac short-axis MRI dataset (`mixseg_lite.data.cardiac_sim`), not ACDC;

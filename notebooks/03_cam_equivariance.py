@@ -24,7 +24,7 @@
 # 4. Fall into the evaluation trap once, on purpose: Dice averaged over slices rewards predicting
 #    nothing. Report 3-D Dice per volume and Dice on tumour slices instead.
 #
-# **Time to run:** about 45 s on an otherwise idle 2-core CPU at the default parameters (measured
+# **Time to run:** about 75 s on an otherwise idle 2-core CPU at the default parameters (measured
 # on one without AVX-512; faster with it). The full ablation over 5 seeds is committed in `results/`.
 #
 # **Data:** a *simulated* multi-contrast brain MRI dataset with tumours

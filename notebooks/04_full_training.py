@@ -21,7 +21,7 @@
 #    UNet widths 64..1024, mixed precision on a GPU) by swapping a parameter file:
 #    `papermill 04_full_training.ipynb out.ipynb -f ../configs/acdc.yaml`.
 #
-# **Time to run:** about 15 s on a 2-core CPU at the default parameters.
+# **Time to run:** about 35 s on a 2-core CPU without AVX-512 at the default parameters.
 #
 # **Data:** by default a *simulated* cardiac short-axis MRI dataset
 # (`mixseg_lite.data.cardiac_sim`). Set `dataset` and `data_dir` to train on ACDC, BraTS or any
