@@ -9,7 +9,7 @@ ATLAS := /usr/share/mricron/templates/aal.nii.gz
 # CPU-only torch for these machines and CI; a user installing with pip elsewhere gets a normal torch.
 CONSTRAINTS ?= constraints-cpu.txt
 
-.PHONY: setup system-deps demo test test-another-cpu notebooks check bench clean
+.PHONY: setup system-deps demo test test-another-cpu notebooks check bench lock clean
 
 setup: $(STAMP) system-deps
 
@@ -51,6 +51,10 @@ check: setup
 
 bench: setup
 	$(PY) benchmarks/bench.py
+
+# Pin binder/requirements.txt to the versions installed here (run after `make test` passes).
+lock: setup
+	$(PY) -m mixseg_lite.lockfile > binder/requirements.txt
 
 clean:
 	rm -rf runs notebooks/outputs .pytest_cache
