@@ -22,17 +22,15 @@ METHOD_COLOURS = {
     "supervised": "#000000", "empty": "#d62728",
 }
 _SPARE_COLOURS = ["#9467bd", "#e377c2", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5"]
+_NAMED = len(METHOD_COLOURS)
 
 
 def method_colour(name: str) -> str:
     """The colour of a method (its name before any space: "kl_ent student" -> "kl_ent")."""
     key = name.split()[0]
-    if key not in METHOD_COLOURS:
-        METHOD_COLOURS[key] = _SPARE_COLOURS[len([k for k in METHOD_COLOURS if k not in _FIXED]) % len(_SPARE_COLOURS)]
+    if key not in METHOD_COLOURS:  # the next spare colour, kept for the rest of the session
+        METHOD_COLOURS[key] = _SPARE_COLOURS[(len(METHOD_COLOURS) - _NAMED) % len(_SPARE_COLOURS)]
     return METHOD_COLOURS[key]
-
-
-_FIXED = frozenset(METHOD_COLOURS)
 
 
 def class_legend(target, class_names, fontsize: int = 8, colours: list[str] | None = None, **kwargs):

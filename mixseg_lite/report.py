@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,8 +316,7 @@ def write_report(rundir: str | Path, csv_copy: str | Path | None = None) -> dict
     _write_chart(summary, group_columns, value_columns, paths["png"])
     if csv_copy is not None:
         Path(csv_copy).parent.mkdir(parents=True, exist_ok=True)
-        _write_csv(rows, Path(csv_copy))
-        paths["csv_copy"] = Path(csv_copy)
+        paths["csv_copy"] = Path(shutil.copyfile(paths["csv"], csv_copy))
     return paths
 
 

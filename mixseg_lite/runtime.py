@@ -38,7 +38,7 @@ def pick_device(device: str = "auto") -> torch.device:
         except (RuntimeError, TypeError):
             raise InputError(f"device {device!r} is not a device name; choose auto or one of "
                              f"{', '.join(available_devices())}") from None
-        if str(chosen) not in available_devices() and chosen.type not in {"cpu"}:
+        if chosen.type != "cpu" and str(chosen) not in available_devices():
             raise InputError(f"device {device!r} is not available on this machine; choose auto or one of "
                              f"{', '.join(available_devices())}")
         return chosen

@@ -147,16 +147,3 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     if not rows or "seed" not in rows[0]:
         raise InputError(f"{path}: expected a results table with a 'seed' column")
     return rows
-
-
-def seed_count(rows: list[Mapping[str, Any]], selector: Mapping[str, Any]) -> int:
-    """Number of distinct seeds among the rows matching ``selector``."""
-    return len({str(r.get("seed")) for r in rows if _matches(r, selector)})
-
-
-def mean_over_seeds(rows: list[Mapping[str, Any]], selector: Mapping[str, Any], metric: str) -> tuple[float, float, int]:
-    """``(mean, sample std, n)`` of ``metric`` over the seeds of the rows matching ``selector``."""
-    values = [v for v in _per_seed(rows, selector, metric, "results").values() if math.isfinite(v)]
-    if not values:
-        return math.nan, math.nan, 0
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan, len(values)

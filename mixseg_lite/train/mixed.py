@@ -83,7 +83,6 @@ RECIPES: dict[str, dict] = {
         "duplicate_full_batch": True,  # net(cat(x_s, x_s, x_w)) (l.233)
     },
 }
-RECIPE_FIELDS = tuple(RECIPES["ours"])
 CHOICES = {"kd_on": ("all", "full"), "kd_form": ("standard", "authors"), "entropy_on": ("weak", "all"),
            "entropy_form": ("pixel", "authors"), "weak_loss": ("pooled", "per_set"),
            "optimizer": ("adamw", "adam"), "schedule": ("constant", "authors_halving"),
