@@ -21,6 +21,12 @@ MIXED_CLAIMS = [
     Claim("student > teacher (KL+Ent)", _student("kl_ent"), {"method": "kl_ent", "branch": "teacher"}),
     Claim("student > lower bound (KL+Ent)", _student("kl_ent"), {"method": "lower_bound", "branch": "teacher"}),
     Claim("KL rescues the seed-only student", _student("kl"), _student("weak_only")),
+    # What the weak labels buy over the same images without labels (semi-supervised rows)
+    Claim("KL+Ent > Mean Teacher", _student("kl_ent"), {"method": "mean_teacher", "branch": "teacher"}),
+    Claim("KL+Ent > CPS", _student("kl_ent"), {"method": "cps", "branch": "teacher"}),
+    Claim("Mean Teacher > lower bound", {"method": "mean_teacher", "branch": "teacher"},
+          {"method": "lower_bound", "branch": "teacher"}),
+    Claim("CPS > lower bound", {"method": "cps", "branch": "teacher"}, {"method": "lower_bound", "branch": "teacher"}),
 ]
 
 # Notebook 01: the collapse of entropy without KL, and entropy against pseudo-masks.

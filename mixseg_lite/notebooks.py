@@ -27,6 +27,7 @@ from mixseg_lite.errors import InputError
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
+STATIC_FIGURES_PARAMETER = "static_figures"
 PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
 OUTPUT_DIR_PARAMETER = "output_dir"
 METRICS_FILE = "metrics.json"
@@ -197,6 +198,9 @@ def execute_notebook(notebook: str | os.PathLike, output_dir: str | os.PathLike,
 
     Parameters come from ``parameter_file`` (YAML) first, then ``parameters`` override them;
     names the notebook does not declare raise :class:`InputError` listing the valid ones. When the
+    notebook declares ``static_figures`` it defaults to True (widgets degrade to figures in a batch
+    run; :func:`build_twin` leaves it at the notebook's default so the committed twin stays
+    interactive for students and relies on :func:`mixseg_lite.widgets.has_live_frontend`). When the
     notebook declares ``output_dir`` it is set to the absolute ``output_dir``, so ``metrics.json``
     lands beside the executed notebook (an earlier one there is removed first). ``cwd`` defaults to the notebook's folder, because
     notebooks use paths relative to it. A failing cell raises :class:`NotebookExecutionError`;
@@ -214,6 +218,8 @@ def execute_notebook(notebook: str | os.PathLike, output_dir: str | os.PathLike,
         merged[OUTPUT_DIR_PARAMETER] = str(output_dir)
         # A failed run must not leave an earlier run's metrics beside its notebook.
         (output_dir / METRICS_FILE).unlink(missing_ok=True)
+    if STATIC_FIGURES_PARAMETER in declared:  # a batch run: nobody is there to move a slider
+        merged.setdefault(STATIC_FIGURES_PARAMETER, True)
     executed = output_dir / f"{source.stem}.ipynb"
     _run_papermill(nb, source, executed, merged, kernel_name,
                    Path(cwd) if cwd is not None else source.resolve().parent, progress)

@@ -99,3 +99,30 @@ def plot_curves(logs: dict[str, list[dict]], key: str, ylabel: str | None = None
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax
+
+
+def plot_seed_curves(rows: list[dict], key: str, ax=None, label_key: str = "method"):
+    """Committed per-epoch curves (e.g. ``results/mixed_convergence_cardiac.csv``): for each
+    ``label_key`` value, the mean of ``key`` over seeds per epoch, with the seeds' range shaded.
+    Rows without a number in ``key`` are skipped."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    curves: dict[str, dict[int, list[float]]] = {}
+    for row in rows:
+        try:
+            value = float(row[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        curves.setdefault(str(row[label_key]), {}).setdefault(int(row["epoch"]), []).append(value)
+    for name, by_epoch in curves.items():
+        epochs = sorted(by_epoch)
+        values = [by_epoch[e] for e in epochs]
+        colour = method_colour(name)
+        ax.plot(epochs, [np.mean(v) for v in values], label=name, color=colour)
+        if max(len(v) for v in values) > 1:
+            ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=colour, alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax

@@ -27,6 +27,9 @@ SEED_PARAMETER = "seed"
 UNINFORMATIVE_PARAMETERS = {"output_dir", "num_threads"}
 # What notebook 04 records beside its parameters: results of the run, not settings.
 OUTCOME_PARAMETERS = {"best_epoch", "best_val_dice", "epochs_done", "checkpoint", "config"}
+# Parameters that choose which rows a run trains (its rows then say which one they are): a sweep
+# that splits its rows over several runs per seed is still one table, paired per seed.
+ROW_SELECTOR_PARAMETERS = {"methods"}
 # Row keys that name what a row is about even when their values are numbers (class 1, 2, ...).
 IDENTIFIER_KEYS = ("method", "branch", "modality", "class", "label", "structure", "region")
 
@@ -135,6 +138,7 @@ def _columns(runs: list[RunMetrics]) -> tuple[list[str], list[str]]:
         by_seed.setdefault(json.dumps(run.params.get(SEED_PARAMETER), default=str), []).append(run)
     varying = [key for key in _ordered_keys(run.params for run in runs)
                if key != SEED_PARAMETER and key not in row_keys and key not in OUTCOME_PARAMETERS
+               and key not in ROW_SELECTOR_PARAMETERS
                and not any(isinstance(run.params.get(key), dict) for run in runs)
                and any(len({json.dumps(run.params.get(key), sort_keys=True, default=str) for run in group}) > 1
                        for group in by_seed.values())]
@@ -258,26 +262,36 @@ def _write_chart(summary: list[dict[str, Any]], group_columns: list[str],
     figure.savefig(path, dpi=100)
 
 
-def claims_markdown(rows: list[dict[str, Any]]) -> str:
+def claims_markdown(rows: list[dict[str, Any]], split_by: Iterable[str] = ()) -> str:
     """Markdown table of the paper's claims for the notebooks in ``rows``, settled over seeds.
 
     One line per claim: means of both rows, the mean paired difference with its 95% t interval,
     the seeds on which the claimed direction held, and the verdict (:mod:`mixseg_lite.stats`).
-    Empty when no notebook in ``rows`` has a claim set or fewer than two seeds were run.
+    ``split_by`` names parameters that vary within a seed (e.g. ``recipe``): the claims are then
+    settled separately for each of their values, under a heading naming them. Empty when no
+    notebook in ``rows`` has a claim set or fewer than two seeds were run.
     """
     from mixseg_lite.claims import CLAIMS_BY_NOTEBOOK
     from mixseg_lite.stats import settle
 
+    split_by = list(split_by)
     tables = []
     for notebook in dict.fromkeys(str(row.get("notebook")) for row in rows):
         claims = CLAIMS_BY_NOTEBOOK.get(notebook)
         members = [row for row in rows if str(row.get("notebook")) == notebook]
         if not claims or len({str(row.get(SEED_PARAMETER)) for row in members}) < 2:
             continue
-        settled = [difference.as_row() for difference in settle(members, claims, notebook)]
-        if settled:
-            header = list(settled[0])
-            tables.append(_markdown(header, [[str(row[column]) for column in header] for row in settled]))
+        parts: dict[str, list[dict[str, Any]]] = {}
+        for row in members:
+            key = ", ".join(f"{column}={_text(row.get(column))}" for column in split_by
+                            if row.get(column) not in (None, ""))  # unset: the notebook's default
+            parts.setdefault(key, []).append(row)
+        for key, part in parts.items():
+            settled = [difference.as_row() for difference in settle(part, claims, notebook)]
+            if settled:
+                header = list(settled[0])
+                tables.append((f"\n{key}:\n\n" if key else "")
+                              + _markdown(header, [[str(row[column]) for column in header] for row in settled]))
     return "\n".join(tables)
 
 
@@ -297,10 +311,12 @@ def write_report(rundir: str | Path, csv_copy: str | Path | None = None) -> dict
     _write_csv(rows, paths["csv"])
     # One table per notebook: a sweep over several notebooks would otherwise list every
     # notebook's parameters as "varying" in every row.
-    tables, summary, group_columns, value_columns = [], [], [], []
+    tables, summary, group_columns, value_columns, split_by = [], [], [], [], []
     for notebook in dict.fromkeys(run.notebook for run in runs):
         members = [run for run in runs if run.notebook == notebook]
         groups, values = _columns(members)
+        row_keys = {key for run in members for row in run.rows for key in row}
+        split_by += [c for c in groups if c != "notebook" and c not in row_keys and c not in split_by]
         part = summarize([row for row in rows if row["notebook"] == notebook], groups, values)
         tables.append(summary_markdown(part, groups, values))
         summary += part
@@ -309,7 +325,7 @@ def write_report(rundir: str | Path, csv_copy: str | Path | None = None) -> dict
     for entry in summary:  # the chart needs every column in every entry
         entry.update({c: entry.get(c) for c in group_columns})
         entry.update({c: entry.get(c, (math.nan, None, 0)) for c in value_columns})
-    claims = claims_markdown(rows)
+    claims = claims_markdown(rows, split_by)
     paths["markdown"].write_text("\n".join(tables)
                                  + (f"\nClaims, paired over seeds (95% t interval of the difference):\n\n{claims}"
                                     if claims else ""), encoding="utf-8")
@@ -336,10 +352,11 @@ def seed_summary_rows(rows: list[dict[str, Any]], group_columns: list[str],
 
 
 def committed_tables(name: str, claims: list, group_columns: list[str], value_columns: list[str],
-                     where: dict[str, Any] | None = None) -> str:
+                     where: dict[str, Any] | None = None, order: list[str] | None = None) -> str:
     """Text of a committed sweep (``results/<name>.csv``): mean ± sd over seeds per row, then
     each claim's paired difference, 95% interval and verdict. Reads a file, so it prints the same
-    on every machine (notebooks check it with nbval). ``where`` keeps only matching rows."""
+    on every machine (notebooks check it with nbval). ``where`` keeps only matching rows; ``order``
+    lists values of the first group column in the order the rows should appear (others last)."""
     from mixseg_lite.results import committed_results, format_table
     from mixseg_lite.stats import read_results, settle
 
@@ -356,6 +373,9 @@ def committed_tables(name: str, claims: list, group_columns: list[str], value_co
                 row[column] = math.nan
     seeds = sorted({int(row["seed"]) for row in rows})
     summary = seed_summary_rows(rows, group_columns, value_columns)
+    if order:
+        rank = {value: i for i, value in enumerate(order)}
+        summary.sort(key=lambda row: rank.get(str(row[group_columns[0]]), len(rank)))  # stable: ties keep file order
     columns = [*group_columns, "n", *(c for column in value_columns for c in (column, f"{column}_sd"))]
     settled = [difference.as_row() for difference in settle(rows, claims, str(path))]
     text = [f"results/{name}.csv: {len(seeds)} seeds ({', '.join(map(str, seeds))}); mean and sd over seeds",

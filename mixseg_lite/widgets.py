@@ -15,6 +15,12 @@ nobody is there to type an answer, and nobody is there to move a slider either. 
 headlessly but renders widgets, so it is recognised by the ``SERVER_SOFTWARE`` variable it sets.
 ``$MIXSEG_STATIC_WIDGETS`` (``1``/``0``) or the ``static`` argument override the detection, e.g.
 ``MIXSEG_STATIC_WIDGETS=1`` in ``jupyter console`` or Spyder, which allow stdin but draw no widgets.
+Notebooks pass their ``static_figures`` parameter as ``static``, so a batch run says it explicitly
+(``papermill -p static_figures True``, which ``mixseg-lite run`` and ``sweep`` set; ``build``
+leaves the parameter at None so the committed twins stay interactive for students).
+
+Works with ipywidgets 7 (Colab ships 7 and renders 8 poorly) and 8: only widgets and traits
+both versions have are used.
 """
 
 from __future__ import annotations
@@ -59,13 +65,15 @@ def has_live_frontend() -> bool:
         return True
     if os.environ.get("SERVER_SOFTWARE", "").lower().startswith("voila"):
         return True
-    allow_stdin = getattr(kernel, "_allow_stdin", None)
-    if allow_stdin is None:  # other kernels: read the request being executed
-        try:
-            allow_stdin = kernel.get_parent("shell")["content"].get("allow_stdin", False)
-        except Exception:  # noqa: BLE001 - unknown kernel internals: assume headless
-            allow_stdin = False
-    return bool(allow_stdin)
+    # The request being executed, through ipykernel's public Kernel.get_parent (the header and
+    # content of the message that runs this cell): frontends that can answer input() allow stdin.
+    try:
+        parent = kernel.get_parent("shell")
+    except TypeError:  # ipykernel 6.0-6.x before the channel argument
+        parent = kernel.get_parent()
+    except Exception:  # noqa: BLE001 - a kernel without get_parent: assume headless
+        return False
+    return bool((parent or {}).get("content", {}).get("allow_stdin", False))
 
 
 def use_static(static: bool | None = None) -> bool:

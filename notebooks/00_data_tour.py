@@ -56,6 +56,9 @@ brain_volumes = 4
 brain_slices = 16
 brain_modalities = ["T1", "T2", "FLAIR"]
 weak_seed = 0
+# Widgets: None detects a live Jupyter front end; True draws static figures (batch runs set it:
+# `papermill -p static_figures True`, `mixseg-lite run` and `sweep`); False forces widgets.
+static_figures = None
 # A public dataset you downloaded, in its distributed layout; None skips that section.
 data_dir = None
 public_dataset = "acdc"  # the layout of data_dir: acdc, brats, decathlon (any task) or decathlon_prostate
@@ -79,7 +82,7 @@ from mixseg_lite.widgets import WEAK_BACKGROUND_COLOUR, browse_volume, compose_s
 device = mixseg_lite.setup_notebook(seed, num_threads)
 params = {k: v for k, v in globals().items() if k in {
     "seed", "num_threads", "output_dir", "image_size", "cardiac_volumes", "cardiac_slices", "brain_volumes",
-    "brain_slices", "brain_modalities", "weak_seed", "data_dir", "public_dataset", "max_cases"}}
+    "brain_slices", "brain_modalities", "weak_seed", "static_figures", "data_dir", "public_dataset", "max_cases"}}
 summaries = []  # one row per dataset for metrics.json
 
 
@@ -243,17 +246,19 @@ if blocks:
 #
 # `browse_volume` gives a slice slider, a modality menu and an overlay toggle (nothing, labels, or
 # a weak mask) when a live Jupyter frontend is attached. When the notebook runs headless
-# (papermill, nbval, a script), or with `MIXSEG_STATIC_WIDGETS=1`, it returns a static grid of a
-# few slices per modality instead, so executed copies of this notebook still show something.
+# (papermill, nbval, a script), with the parameter `static_figures = True` or with
+# `MIXSEG_STATIC_WIDGETS=1`, it returns a static grid of a few slices per modality instead, so
+# executed copies of this notebook still show something.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-browse_volume(brains[0] if brains else cardiac[0], weak="boxes", num_slices=4)
+browse_volume(brains[0] if brains else cardiac[0], weak="boxes", num_slices=4, static=static_figures)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 if blocks:
-    display(browse_volume(blocks[len(blocks) // 2], weak="scribbles", num_slices=4, origin="lower"))
+    display(browse_volume(blocks[len(blocks) // 2], weak="scribbles", num_slices=4, origin="lower",
+                          static=static_figures))
 
 # %% [markdown]
 # ## 6. Your own copy of a public dataset
@@ -277,7 +282,7 @@ else:
 # %%
 # NBVAL_IGNORE_OUTPUT
 if public:
-    display(browse_volume(public[0], weak="seeds", num_slices=4))
+    display(browse_volume(public[0], weak="seeds", num_slices=4, static=static_figures))
 
 # %%
 # NBVAL_CHECK_OUTPUT

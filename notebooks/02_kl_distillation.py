@@ -13,16 +13,21 @@
 # [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/mixseg-lite/mixseg-lite/main?labpath=notebooks%2F02_kl_distillation.ipynb)
 #
 # **Learning goals**
-# 1. Set up mixed supervision: a few fully labelled volumes (`D_s`) and many weakly labelled ones
+# 1. Set up mixed supervision: one fully labelled volume (`D_s`) and many weakly labelled ones
 #    (`D_w`, seeds eroded from each structure), one shared encoder, a teacher and a student decoder.
 # 2. Reproduce the ablation of Liu et al. (MedIA 2023): lower bound, weak only, + KL, + entropy,
-#    + KL + entropy (the method), KL + pseudo-masks, upper bound; teacher and student separately.
-# 3. Evaluate the right way: predictions restacked into 3-D volumes, Dice and HD95 **in mm** per
-#    volume and class (the original code reported HD95 in voxels), mean (std) over volumes.
-# 4. Check which of the paper's claims hold on our data, and say so when one does not.
+#    + KL + entropy (the method), KL + pseudo-masks, upper bound; teacher and student separately;
+#    under two recipes: the authors' own training script, and ours.
+# 3. Train until the validation curves flatten before comparing rows, and evaluate the right way:
+#    3-D Dice and HD95 **in mm** per volume and class (the original code reported HD95 in voxels).
+# 4. See why a loss weight means nothing without its scale: the share of the gradient each term
+#    carries decides whether entropy matters or is drowned.
+# 5. Settle each of the paper's claims over 5 seeds with paired differences, and say under which
+#    recipe a claim holds, fails, or cannot be decided.
 #
-# **Time to run:** about 55 s on a 2-core CPU at the default parameters (measured on one without
-# AVX-512; faster with it). The full ablation over 5 seeds is committed in `results/` and shown below.
+# **Time to run:** about 65 s on a 2-core CPU at the default parameters (measured on one without
+# AVX-512; faster with it). The sweeps behind the tables (both recipes, 5 seeds, trained to
+# convergence) are committed in `results/` and shown below.
 #
 # **Data:** a *simulated* cardiac short-axis MRI dataset (`mixseg_lite.data.cardiac_sim`), not ACDC;
 # notebook 04 trains on real data when you have it.
@@ -50,33 +55,32 @@ if "google.colab" in sys.modules:
 seed = 0
 num_threads = 2
 output_dir = "outputs/02_kl_distillation"
-dataset = "simulated_cardiac"  # or "atlas" (real, Debian package mricron-data); see notebook 04 for more
+dataset = "simulated_cardiac"  # "simulated_cardiac_lv" (binary LV, the authors' task) or "atlas" (real); see notebook 04
 image_size = 64
-n_volumes = 22
+n_volumes = 24
 n_slices = 8
-split_sizes = {"full": 3, "weak": 10, "val": 3, "test": 6}  # None: the dataset's default split
+split_sizes = None  # None: the dataset's default (simulated cardiac: 1 full, 12 weak, 4 val, 7 test volumes)
 weak_kind = "seeds"
-# The live run trains four rows; the committed sweep has all seven (lower_bound, weak_only, kl, ent,
-# kl_ent, pseudo, upper_bound) over 5 seeds.
+# The live run trains four rows; the committed sweeps have all seven (lower_bound, weak_only, kl, ent,
+# kl_ent, pseudo, upper_bound) over 5 seeds under both recipes.
 methods = ["lower_bound", "weak_only", "kl", "kl_ent"]
-epochs = 6
+# "ours" or "authors" (the values and quirks of the authors' training script; section 0 lists both).
+recipe = "ours"
+epochs = 6  # teaching profile; the sweeps train to convergence (section 3): ours 40, authors' recipe more
 batch_size = 8
-learning_rate = 0.005
+# None: the recipe's value. Setting one of these overrides the recipe for that field only.
+learning_rate = None
+lambda_kd = None
+lambda_ent = None
+temperature = None
+ramp_up_epochs = None
+norm = None
+dice_weight = None
+class_balance = None
+pseudo_threshold = None
+recipe_overrides = {}  # any other recipe field of MixedConfig, e.g. {"detach_teacher": True}
 base_width = 8
 depth = 3
-# Our choices (the paper does not publish them): loss weights, KL temperature, pseudo-mask threshold,
-# ramp-up of the entropy weight, and GroupNorm (BatchNorm's running statistics lag the shared encoder).
-lambda_kd = 10.0
-lambda_ent = 0.1
-temperature = 1.0
-pseudo_threshold = None
-ramp_up_epochs = 4
-norm = "group"
-# Teacher loss: cross-entropy plus dice_weight times soft Dice.
-dice_weight = 1.0
-# Cross-entropy class weights (1 / class frequency) ** class_balance; 0 is plain cross-entropy.
-# Without them the teacher left the RV or the myocardium unpredicted for 20+ epochs on some seeds.
-class_balance = 0.5
 assert_orderings = True  # sweeps over seeds set False to record every run, whatever its ordering
 
 # %%
@@ -86,16 +90,21 @@ import numpy as np
 import mixseg_lite
 from mixseg_lite.claims import MIXED_CLAIMS
 from mixseg_lite.data.slices import SliceDataset
-from mixseg_lite.plotting import class_legend, plot_curves, show_overlay, show_predictions
+from mixseg_lite.plotting import (class_legend, method_colour, plot_curves, plot_seed_curves, show_overlay,
+                                  show_predictions)
 from mixseg_lite.report import committed_tables
-from mixseg_lite.results import format_table, write_metrics
-from mixseg_lite.train import DATASETS, MixedConfig, load_dataset, predict_volumes, run_mixed_ablation
+from mixseg_lite.results import committed_results, format_table, write_metrics
+from mixseg_lite.stats import read_results
+from mixseg_lite.train import (DATASETS, METHODS, RECIPES, MixedConfig, load_dataset, predict_volumes, recipe_table,
+                               run_mixed_ablation)
+from mixseg_lite.train.mixed import check_recipe_overrides
 
 device = mixseg_lite.setup_notebook(seed, num_threads)
 params = {k: v for k, v in globals().items() if k in {
     "seed", "num_threads", "output_dir", "dataset", "image_size", "n_volumes", "n_slices", "split_sizes", "weak_kind",
-    "methods", "epochs", "batch_size", "learning_rate", "base_width", "depth", "lambda_kd", "lambda_ent",
-    "temperature", "pseudo_threshold", "ramp_up_epochs", "norm", "dice_weight", "class_balance", "assert_orderings"}}
+    "methods", "recipe", "epochs", "batch_size", "learning_rate", "base_width", "depth", "lambda_kd", "lambda_ent",
+    "temperature", "pseudo_threshold", "ramp_up_epochs", "norm", "dice_weight", "class_balance", "recipe_overrides",
+    "assert_orderings"}}
 
 # %% [markdown]
 # ## 1. Data: full masks for a few volumes, seeds for the rest
@@ -130,18 +139,32 @@ print({name: len(v) for name, v in splits.items()}, "volumes;", sum(v.num_slices
 print(f"fraction of D_w pixels carrying a weak label: {labelled:.3f}")
 
 # %% [markdown]
-# ## 2. The ablation
+# ## 2. Two recipes, one ablation
 #
-# All rows use the same network, data, optimiser and number of steps; only the loss changes.
-# For the bounds only the teacher is trained, so only the teacher is reported.
+# The paper leaves most training choices open; its authors' training script existed for one commit
+# (josedolz/MSL-student-becomes-master, `main.py` at 68b98c2) and fixes them. `MixedConfig(recipe=...)`
+# holds both: **authors** reproduces the script, quirks included (KL computed on softmax outputs passed
+# through a second softmax, from student to teacher, on `D_s` only, with the teacher *not* detached;
+# entropy averaged over classes as well as pixels, over a concatenation that counts each `D_s` output
+# three times; Adam at 1e-4, BatchNorm), and **ours** is the recipe this package teaches with (each
+# difference measured: see sections 3-5). Every field is a parameter of `MixedConfig`, documented there.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(format_table(recipe_table(), ["field", "ours", "authors"]))
+
+# %% [markdown]
+# All rows of one run use the same network, data, optimiser and number of steps; only the loss
+# changes. For the bounds only the teacher is trained, so only the teacher is reported.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-config = MixedConfig(epochs=epochs, batch_size=batch_size, lr=learning_rate, lambda_kd=lambda_kd,
+check_recipe_overrides(recipe_overrides)
+config = MixedConfig(recipe=recipe, epochs=epochs, batch_size=batch_size, lr=learning_rate, lambda_kd=lambda_kd,
                      lambda_ent=lambda_ent, temperature=temperature, pseudo_threshold=pseudo_threshold,
                      weak_kind=weak_kind, base_width=base_width, depth=depth, norm=norm,
                      ramp_up_epochs=ramp_up_epochs, dice_weight=dice_weight,
-                     class_balance=class_balance, seed=seed)
+                     class_balance=class_balance, seed=seed, **recipe_overrides)
 rows, results = run_mixed_ablation(methods, splits["full"], splits["weak"], splits["test"], config,
                                    val=splits["val"])
 
@@ -149,9 +172,10 @@ rows, results = run_mixed_ablation(methods, splits["full"], splits["weak"], spli
 # NBVAL_IGNORE_OUTPUT
 # Scores of models trained here: printed for reading, not compared by nbval (they change in the
 # last digits with the CPU's instruction set and thread count, and training amplifies that).
-print(f"{dataset} test volumes: 3-D Dice and HD95 (mm), mean (std) over {len(splits['test'])} volumes,",
-      "averaged over", ", ".join(splits["test"][0].class_names[1:]))
-print(format_table(rows, ["method", "branch", "dice", "dice_std", "hd95_mm", "hd95_std"]))
+print(f"{dataset}, recipe {recipe!r}, {epochs} epochs: test volumes, 3-D Dice (best validation epoch, and",
+      f"last epoch) and HD95 (mm), mean (std) over {len(splits['test'])} volumes, averaged over",
+      ", ".join(splits["test"][0].class_names[1:]))
+print(format_table(rows, ["method", "branch", "dice", "dice_std", "dice_last", "best_epoch", "hd95_mm", "hd95_std"]))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -166,7 +190,7 @@ plot_curves({m: r.log for m, r in results.items() if r.branches == ("teacher", "
             "val_dice_student", "validation Dice", axes[1])
 axes[0].set_title("teacher branch, every row (one colour per method)", fontsize=9)
 axes[1].set_title("student branch, rows that train it", fontsize=9)
-fig.suptitle(f"Validation Dice per epoch, this live run ({epochs} epochs, seed {seed})", fontsize=10)
+fig.suptitle(f"Validation Dice per epoch, this live run ({recipe} recipe, {epochs} epochs, seed {seed})", fontsize=10)
 fig.tight_layout()
 
 # %%
@@ -180,57 +204,178 @@ fig = show_predictions(test_volume, shown, slices=[1, test_volume.num_slices // 
                        title=f"Predictions on a {dataset.replace('_', ' ')} test volume")
 
 # %% [markdown]
-# ## 3. Which of the paper's claims hold here?
+# ## 3. How long to train: until the validation curves flatten
+#
+# Six epochs is a teaching profile: every curve above is still rising, and rows compared before
+# they converge are ranked by how fast they learn, not by where they end. The sweeps therefore
+# train every row of a recipe for the same budget, chosen from the curves below (seed 0, validation
+# volumes only, `experiments/mixed_convergence.py`): the budget must lie past the epoch where the
+# slowest row stops rising. Each row then keeps the weights of its best validation epoch; the
+# tables report the test Dice of those weights (`dice`) and of the last epoch's (`dice_last`).
+
+# %%
+curves = read_results(committed_results("mixed_convergence_cardiac"))
+# The budget each recipe was trained for in the committed ablation sweep (its `epochs` column).
+sweep_epochs = {r.get("recipe"): int(r["epochs"]) for r in read_results(committed_results("mixed_ablation_cardiac"))}
+panels = [("ours", "0.005"), ("authors", "0.001"), ("authors", "0.0001")]
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), sharey=True)
+for ax, (name, lr) in zip(axes, panels):
+    plot_seed_curves([r for r in curves if r["recipe"] == name and r["lr"] == lr], "val_dice", ax)
+    if name in sweep_epochs and lr != "0.0001":
+        ax.axvline(sweep_epochs[name], color="black", linestyle="--", linewidth=1)
+        ax.text(sweep_epochs[name], 0.93, f" sweep budget: {sweep_epochs[name]} epochs", fontsize=8)
+    ax.set_title(f"{name} recipe, lr {float(lr):g}" + (" (the script's rate)" if lr == "0.0001" else ""), fontsize=9)
+    ax.set_ylim(0, 1)
+fig.suptitle("Validation Dice per epoch of each row's reported branch (student; teacher for the lower bound),\n"
+             "default simulated cardiac task, seed 0 (committed: results/mixed_convergence_cardiac.csv)", fontsize=10)
+fig.tight_layout()
+
+# %% [markdown]
+# ## 4. Which of the paper's claims hold here?
 #
 # One run cannot tell: two rows a few hundredths apart swap places with the seed, and even with
 # the machine (another CPU sums in another order, and training amplifies the difference). The
-# claims are therefore settled on the committed sweep: all seven rows, 12 epochs, 5 seeds
-# (`experiments/mixed_ablation_cardiac.yaml`, or `_atlas.yaml` for `dataset="atlas"`; the command
-# that regenerates each file is in `results/README.md`). Each seed draws new volumes, a new split
-# and new weights and trains every row on them, so the rows of one seed are *paired*; for each
-# claim we take the per-seed difference, its mean and its 95% Student-t interval. The verdict is
-# **holds** when the interval lies above 0, **opposite** when it lies below 0, and **not resolved
-# at n seeds** when it contains 0. The table is read from a file, so it is the same everywhere.
+# claims are therefore settled on the committed sweeps: all seven rows under both recipes, trained
+# to the budgets above, 5 seeds (`experiments/mixed_ablation_cardiac.yaml`; `_cardiac_lv.yaml` for
+# the binary LV task and `_atlas.yaml` for the real atlas, with fewer rows; the command that
+# regenerates each file is in `results/README.md`). Each seed draws new volumes, a new split and new
+# weights and trains every row on them, so the rows of one seed are *paired*; for each claim we take
+# the per-seed difference, its mean and its 95% Student-t interval. The verdict is **holds** when
+# the interval lies above 0, **opposite** when it lies below 0, and **not resolved at n seeds** when
+# it contains 0. The tables are read from files, so they are the same everywhere.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-committed = {"simulated_cardiac": "mixed_ablation_cardiac", "atlas": "mixed_ablation_atlas"}
-if dataset in committed:
-    print(committed_tables(committed[dataset], MIXED_CLAIMS, ["method", "branch"], ["dice", "hd95_mm"]))
-else:
+committed = {"simulated_cardiac": "mixed_ablation_cardiac", "simulated_cardiac_lv": "mixed_ablation_cardiac_lv",
+             "atlas": "mixed_ablation_atlas"}
+path = committed_results(committed[dataset]) if dataset in committed else None
+if path is None:
     print(f"no committed sweep for dataset {dataset!r}: run one with `mixseg-lite sweep` (see results/README.md)")
+else:
+    file_rows = read_results(path)
+    # One table per recipe; a file from before the recipes holds our recipe only.
+    recipes = list(dict.fromkeys(r["recipe"] for r in file_rows)) if "recipe" in file_rows[0] else [None]
+    for name in recipes:
+        print(f"== {name or 'ours'} recipe ==")
+        print(committed_tables(committed[dataset], MIXED_CLAIMS, ["method", "branch"], ["dice", "dice_last"],
+                               where={"recipe": name} if name else None, order=list(METHODS)))
+        print()
 
 # %% [markdown]
-# **Reading the table.** Entropy without KL collapses to the seed-only student, and KL rescues
-# that student by a wide margin: both hold on every seed. The paper's finer claims (KL + entropy
-# above KL alone, entropy above pseudo-masks, the student above its teacher) are decided by the
-# verdict column, not by one run; where it says *not resolved*, the difference is smaller than
-# what 5 seeds can resolve, and where it says *opposite*, the claim fails at these settings.
-# These settings differ from the paper's: 64x64 simulated slices instead of 256x256 ACDC, a UNet
-# of width 8 instead of 64, 12 short epochs, and loss weights the paper does not publish (ours:
-# `lambda_kd = 10`, `lambda_ent = 0.1` with a ramp-up, GroupNorm, class-balanced teacher loss).
-# So a failed claim here says "not under this recipe", not "not at all".
+# **Reading the tables** (simulated cardiac, 5 seeds; the numbers are in the tables above).
 #
-# The live run above, for comparison (one seed, this machine):
+# - *Under our recipe* the method does what mixed supervision promises: the KL + entropy student
+#   beats the converged lower bound on every seed (about +0.17 Dice), KL rescues the seed-only
+#   student, and entropy without KL collapses. But *KL + entropy beats KL alone* and *entropy beats
+#   pseudo-masks* are not resolved: the differences are within 0.01 of 0, because with our weights
+#   entropy carries under 1% of the pull on the student (section 5): it is drowned. *The student
+#   beats its teacher* on 5 of 5 seeds by about 0.016, and the interval still touches 0: more seeds
+#   would decide it.
+# - *Under the authors' recipe* (learning rate 1e-3, see section 3) entropy carries about half of
+#   the pull, and *KL + entropy beats KL alone* holds by a wide margin, as the paper says. *The
+#   student beats its teacher* holds too, but for a reason the paper does not give: with BatchNorm,
+#   a plain cross-entropy teacher and one fully labelled volume, the teacher branch collapses on
+#   validation data as soon as the student trains on the shared encoder (teacher 0.1-0.2 Dice, while
+#   the lower bound alone reaches 0.55). The student does not beat the lower bound there, and the
+#   pseudo-mask student was still improving at the end of the budget (best epoch about 56 of 60), so
+#   *entropy beats pseudo-masks* stays open under that recipe.
+#
+# So the verdict on a claim depends on the recipe, and each is stated with the setting it holds
+# under. These are 64x64 simulated slices and a UNet of width 8, not the paper's 256x256 ACDC and
+# width 64: a claim that fails here fails "under this recipe and setting", not in general.
+
+# %% [markdown]
+# ## 5. A weight means nothing without its scale: where entropy matters and where it is drowned
+#
+# `lambda_ent = 0.1` next to `lambda_kd = 10` says little by itself: what counts is how hard each
+# term pulls on the student's logits. `mixseg_lite.train.mixed.gradient_shares` measures it: the
+# norm of each term's gradient with respect to the student logits, as a share of the sum over the
+# student's terms (partial CE, KL, entropy). Every training log records the shares on the first
+# step of each epoch, and the sweeps keep those of the last epoch. Under our recipe KL carries about
+# half of the pull and entropy about 1%; under the authors' recipe (entropy on `D_s` and `D_w`,
+# averaged over classes as well, weight 1 against KL 20 on doubly-softmaxed outputs) entropy
+# carries most of it. `experiments/mixed_balance_cardiac.yaml` varies `lambda_ent` against
+# `lambda_kd` under our recipe to show where between the two entropy starts to matter.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(committed_tables("mixed_ablation_cardiac", [], ["recipe", "method"],
+                       ["dice", "share_kd", "share_ent", "share_pseudo"], where={"branch": "student"}, order=list(RECIPES)))
+if committed_results("mixed_balance_cardiac") is not None:
+    print()
+    print(committed_tables("mixed_balance_cardiac", [], ["lambda_kd", "lambda_ent"],
+                           ["dice", "share_weak", "share_kd", "share_ent"], where={"branch": "student"}))
+
+# %% [markdown]
+# The shares of the live run (last epoch), for comparison: the authors' recipe gives entropy a far
+# larger share than ours.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-dice = {(r["method"], r["branch"]): r["dice"] for r in rows}
-for (method, branch), value in dice.items():
-    print(f"{method:<12} {branch:<8} {value:.3f}")
+print(format_table([r for r in rows if r["branch"] == "student"],
+                   ["method", "branch", *sorted({k for r in rows for k in r if k.startswith("share_")})]))
+
+# %% [markdown]
+# ## 6. What do the weak labels buy? Semi-supervised rows on the same split
+#
+# Mixed supervision needs someone to draw seeds on every `D_w` image. Semi-supervised learning uses
+# the same images **without any label**: is the drawing worth it? Two baselines, written from their
+# papers (`mixseg_lite.losses.semi`), train the lower bound's UNet (shared encoder + teacher
+# decoder) on `D_s` with its full masks plus the unlabelled `D_w` images:
+#
+# - **Mean Teacher** (Tarvainen & Valpola 2017): a copy of the network whose weights are an
+#   exponential moving average (decay 0.99) of the trained ones predicts each `D_w` image under input
+#   noise; the trained network is pulled towards that prediction (mean squared difference of the
+#   softmax outputs, weight 0.1, ramped up).
+# - **Cross Pseudo Supervision** (Chen et al. 2021): two networks from different initialisations,
+#   each trained on the other's hard pseudo-labels (argmax, no gradient), weight 1.5.
+#
+# Same split, same budget (our recipe, 40 epochs), same evaluation, 5 seeds, paired with the rows
+# above (`experiments/mixed_ablation_cardiac.yaml`).
+
+# %%
+semi_rows = [r for r in read_results(committed_results("mixed_ablation_cardiac")) if r.get("recipe") == "ours"]
+shown_rows = [("lower_bound", "teacher", "lower bound\n(D_s only)"), ("mean_teacher", "teacher", "Mean Teacher\n(+ D_w images)"),
+              ("cps", "teacher", "CPS\n(+ D_w images)"), ("kl_ent", "student", "KL + Ent student\n(+ D_w seeds)"),
+              ("upper_bound", "teacher", "upper bound\n(D_w fully labelled)")]
+fig, ax = plt.subplots(figsize=(8, 3.4))
+for x, (method, branch, label) in enumerate(shown_rows):
+    values = [float(r["dice"]) for r in semi_rows if r["method"] == method and r["branch"] == branch]
+    if values:
+        ax.bar(x, np.mean(values), yerr=np.std(values, ddof=1) if len(values) > 1 else 0, capsize=4,
+               color=method_colour(method), alpha=0.85)
+        ax.plot([x] * len(values), values, "o", markersize=4, markerfacecolor="white", markeredgecolor="black")
+ax.set_xticks(range(len(shown_rows)), [label for _, _, label in shown_rows], fontsize=8)
+ax.set_ylabel("test Dice (3-D, mean over classes)")
+ax.set_ylim(0, 1)
+ax.set_title("No labels on D_w (semi-supervised) vs seeds on D_w (mixed): bars mean ± sd over "
+             f"{len({r['seed'] for r in semi_rows})} seeds, "
+             "circles the seeds\n(committed sweep, our recipe, simulated cardiac)", fontsize=9)
+fig.tight_layout()
+
+# %% [markdown]
+# **Reading the figure** (verdicts in the claims table of section 4). Cross pseudo supervision
+# gets most of the way without a single label on `D_w`: it beats the lower bound on every seed
+# (about +0.14), and the KL + entropy student's lead over it (about +0.03, 4 of 5 seeds) is not
+# resolved at 5 seeds; CPS also picked one of its last epochs on every seed (best epoch about 39 of
+# 40), so a longer budget could narrow the gap further. Mean Teacher, at the weight SSL4MIS uses on
+# ACDC, adds nothing over the lower bound here, and the seeds beat it clearly. So on this task the
+# honest answer to "is it worth drawing seeds?" is: not clearly, once a strong semi-supervised
+# baseline is trained on the same images; what would decide it is more seeds and a budget at which
+# CPS has flattened too.
 
 # %% [markdown]
 # Only orderings far outside the noise are asserted, with a tolerance taken from the 5 committed
 # seeds of this notebook's default profile (`results/teaching_profiles.csv`): there the KL and the
-# KL+entropy students beat the seed-only student by 0.18-0.63 Dice (smallest gap on seed 0, the
-# default). We assert a third of the smallest gap (0.05), so the check holds on any machine and
-# seed on which distillation works at all.
+# KL + entropy students beat the seed-only student by 0.45-0.63 Dice (smallest gap on seed 0, the
+# default). We assert a third of the smallest gap (0.15), so the check holds on any machine and
+# seed on which distillation works at all, and only at the profile it was measured for.
 
 # %%
-write_metrics(output_dir, [{k: r[k] for k in ("method", "branch", "dice", "dice_std", "hd95_mm", "hd95_std")}
-                           for r in rows], params)
-if assert_orderings and {"kl_ent", "weak_only"} <= set(methods):
-    assert dice[("kl_ent", "student")] > dice[("weak_only", "student")] + 0.05, "KL must lift the seed-only student"
-if assert_orderings and {"kl", "weak_only"} <= set(methods):
-    assert dice[("kl", "student")] > dice[("weak_only", "student")] + 0.05, "KL must lift the seed-only student"
-
+dice = {(r["method"], r["branch"]): r["dice"] for r in rows}
+write_metrics(output_dir, [{k: v for k, v in r.items() if k != "per_class"} for r in rows], params)
+teaching_profile = recipe == "ours" and epochs == 6 and dataset == "simulated_cardiac"
+if assert_orderings and teaching_profile and {"kl_ent", "weak_only"} <= set(methods):
+    assert dice[("kl_ent", "student")] > dice[("weak_only", "student")] + 0.15, "KL must lift the seed-only student"
+if assert_orderings and teaching_profile and {"kl", "weak_only"} <= set(methods):
+    assert dice[("kl", "student")] > dice[("weak_only", "student")] + 0.15, "KL must lift the seed-only student"

@@ -167,7 +167,7 @@ if result.best_val_dice is not None:
     assert result.best_val_dice == max(scores)
 if dataset == "simulated_cardiac" and method == "kl_ent" and epochs >= 8 and base_width >= 8:
     # Tolerance: over the 5 committed seeds of this profile (results/teaching_profiles.csv) the
-    # student scored 0.78-0.86; asking for 0.3 holds on any machine and seed that trains at all.
+    # student scored 0.71-0.87; asking for 0.3 holds on any machine and seed that trains at all.
     student = next(row for row in result.rows if row["branch"] == "student")
     assert student["dice"] > 0.3, "the default run should clearly beat the empty prediction (Dice 0)"
 

@@ -147,3 +147,17 @@ def test_slices_feed_the_slice_dataset(volumes):
 def test_bad_arguments_raise_input_error(kwargs):
     with pytest.raises(InputError):
         make_cardiac_volumes(**kwargs)
+
+
+def test_binary_lv_variant_keeps_images_and_relabels_the_rest_background(volumes):
+    from mixseg_lite.data.cardiac_sim import left_ventricle_only
+    from mixseg_lite.train import load_dataset
+
+    binary = left_ventricle_only(volumes)
+    for source, lv in zip(volumes, binary):
+        assert lv.class_names == ("background", "LV cavity") and lv.case_id == f"{source.case_id}_lv"
+        np.testing.assert_array_equal(lv.image, source.image)
+        np.testing.assert_array_equal(lv.label, (source.label == LV_CAVITY).astype(np.int64))
+    splits = load_dataset("simulated_cardiac_lv", image_size=32, seed=0, n_volumes=6, n_slices=3,
+                          split={"full": 1, "weak": 3, "val": 1, "test": 1})
+    assert all(v.num_classes == 2 for group in splits.values() for v in group)

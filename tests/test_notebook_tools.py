@@ -188,3 +188,14 @@ def test_list_notebooks_finds_numbered_sources_in_order(tmp_path):
     for name in ("02_b.py", "01_a.py", "helper.py", "03_c.ipynb"):
         (tmp_path / name).write_text("")
     assert [path.name for path in list_notebooks(tmp_path)] == ["01_a.py", "02_b.py"]
+
+
+def test_batch_runs_set_static_figures_and_builds_leave_it_to_detection(tmp_path):
+    text = TINY_NOTEBOOK.replace('fail = False\n', 'fail = False\nstatic_figures = None\n')
+    source = write_notebook(tmp_path / "nb", text)
+    executed = execute_notebook(source, tmp_path / "out")
+    assert nbformat.read(executed, as_version=4).metadata.papermill["parameters"]["static_figures"] is True
+    executed = execute_notebook(source, tmp_path / "out2", parameters={"static_figures": False})
+    assert nbformat.read(executed, as_version=4).metadata.papermill["parameters"]["static_figures"] is False
+    plain = execute_notebook(write_notebook(tmp_path / "plain"), tmp_path / "out3")  # not declared: not set
+    assert "static_figures" not in nbformat.read(plain, as_version=4).metadata.papermill["parameters"]

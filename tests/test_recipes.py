@@ -7,6 +7,7 @@ josedolz/MSL-student-becomes-master) and compared with the library on random ten
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -209,3 +210,73 @@ def test_gradient_shares_follow_the_weights():
     louder = dataclasses.replace(config, lambda_ent=10 * config.lambda_ent)
     shares10 = gradient_shares(mixed_objective(teacher, student, 2, labels, weak, louder, louder.lambda_ent), student)
     assert shares10["ent"] > shares["ent"]
+
+
+def test_recipe_table_lists_every_field_under_both_recipes():
+    from mixseg_lite.train import RECIPES, recipe_table
+
+    table = {row["field"]: row for row in recipe_table()}
+    assert set(table) == set(RECIPES["ours"]) == set(RECIPES["authors"])
+    assert table["lambda_kd"]["authors"] == "20.0" and table["detach_teacher"]["ours"] == "True"
+
+
+def test_recipe_overrides_name_unknown_fields():
+    from mixseg_lite.train.mixed import check_recipe_overrides
+
+    check_recipe_overrides({"detach_teacher": True})
+    with pytest.raises(InputError, match=r"recipe_overrides: unknown fields \['lambda_kl'\]; choose from"):
+        check_recipe_overrides({"lambda_kl": 1.0})
+    with pytest.raises(InputError, match="must be a mapping"):
+        check_recipe_overrides([("lr", 1.0)])
+
+
+def test_deterministic_mode_sets_and_restores_the_torch_flags():
+    from mixseg_lite.runtime import set_deterministic
+
+    try:
+        set_deterministic(True)
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        set_deterministic(False)
+    assert not torch.backends.cudnn.deterministic and not torch.are_deterministic_algorithms_enabled()
+
+
+BAD_FIELD_VALUES = {  # one bad value per field of MixedConfig, and what the error must say
+    "method": ("magic", "unknown method"), "recipe": ("mine", "unknown recipe"),
+    "epochs": (1.5, "epochs must be an integer >= 0"), "steps_per_epoch": (0, "steps_per_epoch must be an integer >= 1"),
+    "batch_size": (0, "batch_size must be an integer >= 1"), "lr": ("0.1", "lr must be a number > 0"),
+    "weight_decay": (-1.0, "weight_decay must be a number >= 0"), "betas": ((0.9, 1.0), "betas must be two numbers"),
+    "optimizer": ("sgd", "unknown optimizer"), "schedule": ("cosine", "unknown schedule"), "init": ("he", "unknown init"),
+    "lambda_kd": (-1.0, "lambda_kd must be >= 0"), "lambda_ent": ("0.1", "lambda_ent must be a number"),
+    "lambda_w": (-0.1, "lambda_w must be >= 0"), "temperature": (0.0, "temperature must be a number > 0"),
+    "kd_on": ("weak", "unknown kd_on"), "detach_teacher": ("yes", "detach_teacher must be True or False"),
+    "kd_form": ("mine", "unknown kd_form"), "entropy_on": ("full", "unknown entropy_on"),
+    "entropy_form": ("sum", "unknown entropy_form"), "weak_loss": ("sum", "unknown weak_loss"),
+    "duplicate_full_batch": (1, "duplicate_full_batch must be True or False"),
+    "pseudo_threshold": (1.5, "pseudo_threshold must be a number >= 0 and <= 1 or None"),
+    "lambda_semi": (-1.0, "lambda_semi must be >= 0"), "ramp_up_epochs": (-1, "ramp_up_epochs must be an integer >= 0"),
+    "dice_weight": (-1.0, "dice_weight must be a number >= 0"), "class_balance": (float("nan"), "class_balance must be a number"),
+    "weak_kind": ("blob", "unknown weak_kind"), "base_width": (0, "base_width must be an integer >= 1"),
+    "depth": (9, "depth must be an integer >= 1 and <= 8"), "norm": ("layer", "unknown norm"),
+    "seed": (-1, "seed must be an integer >= 0"), "device": ("tpu", "device 'tpu' is not a device name"),
+    "amp": ("no", "amp must be True or False"), "channels_last": (None, "channels_last must be True or False"),
+    "compile": (0, "compile must be True or False"), "deterministic": ("on", "deterministic must be True or False"),
+    "select_best": (None, "select_best must be True or False"), "progress": (2, "progress must be True or False"),
+}
+
+
+def test_every_mixed_config_field_has_a_bad_value_test():
+    from mixseg_lite.train import MixedConfig
+
+    assert set(BAD_FIELD_VALUES) == {f.name for f in dataclasses.fields(MixedConfig)}
+
+
+@pytest.mark.parametrize("field", sorted(BAD_FIELD_VALUES))
+def test_each_mixed_config_field_is_checked_where_it_enters(field):
+    from mixseg_lite.train import MixedConfig
+
+    value, message = BAD_FIELD_VALUES[field]
+    with pytest.raises(InputError, match=re.escape(message)) as error:
+        MixedConfig(**{field: value})
+    assert "\n" not in str(error.value)

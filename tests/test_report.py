@@ -96,3 +96,35 @@ def test_within_run_spread_stays_in_the_csv_but_not_the_table(tmp_path):
     assert "dice_std" not in table and "| 0.800 ± 0.100 |" in table
     with paths["csv"].open() as handle:
         assert all(float(row["dice_std"]) == 0.05 for row in csv.DictReader(handle))
+
+
+def test_claims_are_settled_per_recipe_when_a_sweep_varies_it(tmp_path):
+    # Both recipes on the same seeds: pooling them would give two rows per seed for one claim.
+    for recipe, gain in (("ours", 0.1), ("authors", -0.1)):
+        for seed in range(3):
+            folder = tmp_path / "02_kl_distillation" / f"recipe={recipe},seed={seed}"
+            folder.mkdir(parents=True)
+            rows = [{"method": "kl_ent", "branch": "student", "dice": 0.5 + gain + 0.01 * seed},
+                    {"method": "kl", "branch": "student", "dice": 0.5}]
+            (folder / "metrics.json").write_text(json.dumps(
+                {"rows": rows, "params": {"recipe": recipe, "seed": seed}}))
+    text = write_report(tmp_path)["markdown"].read_text()
+    parts = {part.split(":")[0]: part for part in text.split("\nrecipe=")[1:]}
+    ours, authors = parts["ours"], parts["authors"]
+    assert "| KL+Ent > KL (student) | dice | 3 | 0.610 | 0.500 | +0.110 |" in ours and "| holds |" in ours
+    assert "| KL+Ent > KL (student) | dice | 3 | 0.410 | 0.500 | -0.090 |" in authors and "| opposite |" in authors
+
+
+def test_runs_that_train_different_rows_of_one_seed_form_one_table(tmp_path):
+    # e.g. the semi-supervised rows added to an ablation sweep as runs of their own
+    for methods, rows in ((["kl_ent"], [{"method": "kl_ent", "branch": "student"}]),
+                          (["mean_teacher"], [{"method": "mean_teacher", "branch": "teacher"}])):
+        for seed in range(3):
+            folder = tmp_path / "02_kl_distillation" / f"methods={methods[0]},seed={seed}"
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps(
+                {"rows": [{**row, "dice": 0.5 + 0.1 * (row["method"] == "kl_ent") + 0.01 * seed} for row in rows],
+                 "params": {"methods": methods, "seed": seed}}))
+    text = write_report(tmp_path)["markdown"].read_text()
+    assert text.splitlines()[0].startswith("| notebook | method | branch | n |")  # no `methods` column
+    assert "| KL+Ent > Mean Teacher | dice | 3 | 0.610 | 0.510 | +0.100 |" in text

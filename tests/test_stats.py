@@ -93,7 +93,11 @@ def test_settle_skips_claims_whose_rows_are_absent():
 
 
 def test_claim_sets_name_rows_the_notebooks_report():
-    assert {c.better["method"] for c in MIXED_CLAIMS} <= {"kl", "kl_ent"}
+    from mixseg_lite.train import METHODS
+
+    named = {side["method"] for c in MIXED_CLAIMS for side in (c.better, c.worse)}
+    assert named <= set(METHODS)  # every claim compares rows the ablation can train
+    assert {c.better["method"] for c in MIXED_CLAIMS} <= {"kl", "kl_ent", "mean_teacher", "cps"}
     assert len(cam_claims(("T1", "T2"), ("dice_3d",))) == 8
     assert set(CLAIMS_BY_NOTEBOOK) == {"01_entropy_vs_pseudomask", "02_kl_distillation", "03_cam_equivariance"}
 
@@ -120,3 +124,10 @@ def test_read_results_errors(tmp_path):
 
 def test_committed_tables_says_how_to_regenerate_a_missing_file():
     assert "results/README.md" in committed_tables("no_such_sweep", MIXED_CLAIMS, ["method"], ["dice"])
+
+
+def test_committed_tables_keeps_the_requested_row_order():
+    text = committed_tables("mixed_ablation_cardiac", [], ["method", "branch"], ["dice"],
+                            where={"recipe": "ours"}, order=["upper_bound", "lower_bound"])
+    methods = [line.split()[0] for line in text.splitlines()[3:] if line.strip()]
+    assert methods[:2] == ["upper_bound", "lower_bound"]

@@ -23,7 +23,7 @@ def test_every_ablation_row_trains_and_reports_its_branches(splits):
     for method, result in results.items():
         assert len(result.log) == 2
         assert all(torch.isfinite(torch.tensor(v)) for r in result.log for v in r.values())
-        expected = ("teacher",) if method in ("lower_bound", "upper_bound") else ("teacher", "student")
+        expected = ("teacher",) if method in ("lower_bound", "upper_bound", "mean_teacher", "cps") else ("teacher", "student")
         assert result.branches == expected
     assert {(r["method"], r["branch"]) for r in rows} == {(m, b) for m, r in results.items() for b in r.branches}
     assert all(0.0 <= r["dice"] <= 1.0 and r["hd95_mm"] >= 0 for r in rows)
@@ -39,15 +39,22 @@ def test_same_seed_same_model(splits):
         assert torch.equal(pa, pb), name
 
 
-def test_resume_equals_uninterrupted_run(splits, tmp_path):
-    config = MixedConfig(**{**TINY, "epochs": 4})
+def straight_and_resumed(splits, config, checkpoint, stop_after: int):
+    """The same run twice: uninterrupted, and stopped after ``stop_after`` epochs then resumed."""
     straight = train_mixed(splits["full"], splits["weak"], splits["val"], config)
-    checkpoint = tmp_path / "run.pt"
-    train_mixed(splits["full"], splits["weak"], splits["val"], config, checkpoint=checkpoint, epochs=2)
+    train_mixed(splits["full"], splits["weak"], splits["val"], config, checkpoint=checkpoint, epochs=stop_after)
     resumed = train_mixed(splits["full"], splits["weak"], splits["val"], config, checkpoint=checkpoint, resume=True)
+    return straight, resumed
+
+
+def test_resume_equals_uninterrupted_run(splits, tmp_path):
+    straight, resumed = straight_and_resumed(splits, MixedConfig(**{**TINY, "epochs": 4}), tmp_path / "run.pt", 2)
     assert resumed.log == straight.log
     for (name, pa), pb in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(pa, pb), name
+    # the selected epoch and the last epoch's weights survive the interruption too
+    assert resumed.best_epoch == straight.best_epoch
+    assert all(torch.equal(a, b) for a, b in zip(straight.last_state.values(), resumed.last_state.values()))
 
 
 def test_corrupt_checkpoint_is_a_clear_error(splits, tmp_path):
@@ -90,3 +97,66 @@ def test_checkpoints_load_with_weights_only_and_keep_the_loss_scaler(tmp_path):
     state = _load_checkpoint(path, torch.device("cpu"))  # torch.load(..., weights_only=True) inside
     assert state["scaler"]["scale"] == 1024.0 and state["scaler"]["_growth_tracker"] == 7
     assert state["best_epoch"] == 0 and state["full_cursor"] == 3
+
+
+def test_last_epoch_and_gradient_shares_are_reported(splits):
+    result = train_mixed(splits["full"], splits["weak"], splits["val"],
+                         MixedConfig(**{**TINY, "epochs": 3, "method": "kl_ent"}))
+    best = max(range(3), key=lambda i: result.log[i]["val_dice_student"]) + 1
+    assert result.best_epoch == best
+    for record in result.log:  # partial CE, KL and entropy share the pull on the student logits
+        assert set(k for k in record if k.startswith("share_")) == {"share_weak", "share_kd", "share_ent"}
+        assert sum(record[k] for k in ("share_weak", "share_kd", "share_ent")) == pytest.approx(1.0)
+    teacher, student = evaluate_mixed(result, splits["val"])
+    assert student["best_epoch"] == best and "share_kd" in student and "share_kd" not in teacher
+    assert student["dice"] == pytest.approx(result.log[best - 1]["val_dice_student"])
+    assert student["dice_last"] == pytest.approx(result.log[-1]["val_dice_student"])
+    # evaluating the last epoch's weights leaves the returned (best) model as it was
+    assert evaluate_mixed(result, splits["val"])[1]["dice"] == student["dice"]
+
+
+@pytest.mark.parametrize("method", ["mean_teacher", "cps"])
+def test_semi_supervised_rows_resume_exactly(splits, tmp_path, method):
+    config = MixedConfig(**{**TINY, "epochs": 3, "method": method})
+    straight, resumed = straight_and_resumed(splits, config, tmp_path / "run.pt", 1)
+    assert straight.branches == ("teacher",)
+    expected = {"mean_teacher": {"loss_sup", "loss_cons"}, "cps": {"loss_sup", "loss_sup_b", "loss_cps"}}[method]
+    assert {k for k in straight.log[0] if k.startswith("loss_")} == expected
+    assert resumed.log == straight.log  # the EMA network / CPS partner is restored too
+    assert all(torch.equal(a, b) for a, b in zip(straight.last_state.values(), resumed.last_state.values()))
+
+
+def test_semi_supervised_rows_ignore_the_weak_labels(splits):
+    import dataclasses
+
+    unlabelled = [dataclasses.replace(v, label=v.label * 0) for v in splits["weak"]]
+    for method in ("mean_teacher", "cps"):
+        config = MixedConfig(**{**TINY, "method": method})
+        with_labels = train_mixed(splits["full"], splits["weak"], config=config)
+        without = train_mixed(splits["full"], unlabelled, config=config)
+        assert with_labels.log == without.log, method
+
+
+def test_semi_supervised_weight_defaults_and_checks(splits):
+    import dataclasses
+
+    from mixseg_lite.train.mixed import SEMI_DEFAULT_WEIGHT
+
+    assert MixedConfig(method="mean_teacher").semi_weight == SEMI_DEFAULT_WEIGHT["mean_teacher"]
+    assert MixedConfig(method="kl").semi_weight == 0.0
+    # one config for every row of an ablation: the default follows the row, not the config's first method
+    shared = MixedConfig(method="kl_ent")
+    for method in ("mean_teacher", "cps"):
+        assert dataclasses.replace(shared, method=method).semi_weight == SEMI_DEFAULT_WEIGHT[method]
+    assert dataclasses.replace(shared, method="cps", lambda_semi=0.5).semi_weight == 0.5
+    with pytest.raises(InputError, match="lambda_semi must be >= 0"):
+        MixedConfig(method="cps", lambda_semi=-1.0)
+    with pytest.raises(InputError, match="needs weakly labelled"):
+        train_mixed(splits["full"], [], config=MixedConfig(**{**TINY, "method": "cps"}))
+
+
+def test_an_ablation_trains_each_semi_supervised_row_with_its_own_loss(splits):
+    rows, results = run_mixed_ablation(["lower_bound", "mean_teacher", "cps"], splits["full"], splits["weak"],
+                                       splits["test"], MixedConfig(**TINY))
+    assert results["mean_teacher"].log[-1]["loss_cons"] > 0 and results["cps"].log[-1]["loss_cps"] > 0
+    assert results["mean_teacher"].log != results["cps"].log

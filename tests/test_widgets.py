@@ -92,11 +92,17 @@ def test_interactive_without_weak_offers_no_weak_overlay(volume):
 def test_frontend_detection_reads_the_kernel(monkeypatch):
     import IPython
 
-    kernel = types.SimpleNamespace(_allow_stdin=True)
+    request = {"content": {"allow_stdin": True}}
+    kernel = types.SimpleNamespace(get_parent=lambda channel="shell": request)
     monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(kernel=kernel))
     assert has_live_frontend() is True  # JupyterLab, Notebook, VS Code: stdin allowed
-    kernel._allow_stdin = False
+    request["content"]["allow_stdin"] = False
     assert has_live_frontend() is False  # papermill / nbclient / nbval: no stdin, nobody watching
+    old_kernel = types.SimpleNamespace(get_parent=lambda: {"content": {"allow_stdin": True}})
+    monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(kernel=old_kernel))
+    assert has_live_frontend() is True  # ipykernel 6 before get_parent took a channel
+    monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(kernel=object()))
+    assert has_live_frontend() is False  # an unknown kernel: headless
     monkeypatch.setenv("SERVER_SOFTWARE", "voila/0.5.0")
     assert has_live_frontend() is True  # Voila renders widgets although it executes headlessly
     monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace())  # terminal IPython

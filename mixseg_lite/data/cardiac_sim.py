@@ -24,6 +24,8 @@ changes. Per volume (all drawn from the seed):
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from scipy import ndimage
 
@@ -68,6 +70,14 @@ def make_cardiac_volumes(n_volumes: int = 24, n_slices: int = 8, size: int = 64,
     streams = np.random.SeedSequence(int(seed)).spawn(int(n_volumes))
     return [_simulate_volume(i, stream, int(n_slices), int(size), int(seed))
             for i, stream in enumerate(streams)]
+
+
+def left_ventricle_only(volumes: list[Volume]) -> list[Volume]:
+    """The binary task of the authors' script (background / LV cavity): the same images, with RV
+    cavity and myocardium relabelled background. Case ids gain the suffix ``_lv``."""
+    return [dataclasses.replace(v, label=(v.label == LV_CAVITY).astype(np.int64), case_id=f"{v.case_id}_lv",
+                                class_names=("background", CARDIAC_CLASSES[LV_CAVITY]))
+            for v in volumes]
 
 
 def _simulate_volume(index: int, stream: np.random.SeedSequence, n_slices: int, size: int,

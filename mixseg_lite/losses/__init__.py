@@ -10,3 +10,10 @@ from mixseg_lite.losses.mixed import (  # noqa: F401
     supervised_loss,
 )
 from mixseg_lite.losses.cam import class_kl, classification_loss, cross_modal_equivariance_loss, equivariance_loss  # noqa: F401,E501
+from mixseg_lite.losses.semi import (  # noqa: F401
+    consistency_loss,
+    cross_pseudo_supervision_loss,
+    ema_decay,
+    ema_update,
+    sigmoid_rampup,
+)

@@ -2,9 +2,11 @@
 
 from mixseg_lite.train.mixed import (  # noqa: F401
     METHODS,
+    RECIPES,
     MixedConfig,
     evaluate_mixed,
     predict_volumes,
+    recipe_table,
     run_mixed_ablation,
     train_mixed,
 )

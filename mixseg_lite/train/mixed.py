@@ -16,11 +16,21 @@ they differ is a :class:`MixedConfig` field, documented there.
 
 Ablation rows (``METHODS``): ``lower_bound`` (teacher on D_s only), ``weak_only`` (student with
 L_w only), ``kl``, ``ent``, ``kl_ent`` (the method), ``pseudo`` (KL + pseudo-masks) and
-``upper_bound`` (teacher on all images with full masks).
+``upper_bound`` (teacher on all images with full masks). Two semi-supervised rows use the images
+of D_w but not their weak labels, on the same UNet (encoder + teacher decoder) as the lower bound
+(:mod:`mixseg_lite.losses.semi`)::
+
+    mean_teacher:  L = L_s(net on D_s) + lambda_semi * r(t) * mean (softmax net(x_w) - softmax ema(x_w + noise))^2
+    cps:           L = L_s(a on D_s) + L_s(b on D_s) + lambda_semi * [CE(a, argmax b) + CE(b, argmax a)] on D_s and D_w
+
+with ``r(t)`` the sigmoid ramp-up over ``ramp_up_epochs``; the EMA network follows the trained one
+with decay 0.99 after each step; CPS's second network ``b`` is initialised from another seed.
+Both report the trained network ``net`` / ``a`` (branch "teacher"), as SSL4MIS evaluates them.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from contextlib import nullcontext
@@ -34,22 +44,35 @@ from tqdm.auto import tqdm
 from mixseg_lite.data.slices import SliceDataset
 from mixseg_lite.data.volume import Volume
 from mixseg_lite.errors import InputError, check_choice, check_nonempty
+from mixseg_lite.losses.semi import (consistency_loss, cross_pseudo_supervision_loss, ema_decay, ema_update,
+                                     sigmoid_rampup)
 from mixseg_lite.losses.mixed import (authors_entropy, authors_kl_distillation, entropy_loss, kl_distillation,
                                       partial_cross_entropy, pseudo_mask_loss, supervised_loss)
 from mixseg_lite.metrics import evaluate_volumes, summarize
 from mixseg_lite.models import DualBranchUNet
-from mixseg_lite.runtime import pick_device, seed_everything
+from mixseg_lite.weak import WEAK_KINDS
+from mixseg_lite.runtime import pick_device, seed_everything, set_deterministic
 
 # Which terms each ablation row switches on; the weights themselves live in MixedConfig.
+# "semi" rows use D_w's images without their labels (issue: what do the weak labels buy?).
 METHODS: dict[str, dict] = {
-    "lower_bound": {"student": False, "kd": False, "ent": False, "pseudo": False, "all_full": False},
-    "weak_only":   {"student": True, "kd": False, "ent": False, "pseudo": False, "all_full": False},
-    "kl":          {"student": True, "kd": True, "ent": False, "pseudo": False, "all_full": False},
-    "ent":         {"student": True, "kd": False, "ent": True, "pseudo": False, "all_full": False},
-    "kl_ent":      {"student": True, "kd": True, "ent": True, "pseudo": False, "all_full": False},
-    "pseudo":      {"student": True, "kd": True, "ent": False, "pseudo": True, "all_full": False},
-    "upper_bound": {"student": False, "kd": False, "ent": False, "pseudo": False, "all_full": True},
+    "lower_bound":  {"student": False, "kd": False, "ent": False, "pseudo": False, "all_full": False, "semi": None},
+    "weak_only":    {"student": True, "kd": False, "ent": False, "pseudo": False, "all_full": False, "semi": None},
+    "kl":           {"student": True, "kd": True, "ent": False, "pseudo": False, "all_full": False, "semi": None},
+    "ent":          {"student": True, "kd": False, "ent": True, "pseudo": False, "all_full": False, "semi": None},
+    "kl_ent":       {"student": True, "kd": True, "ent": True, "pseudo": False, "all_full": False, "semi": None},
+    "pseudo":       {"student": True, "kd": True, "ent": False, "pseudo": True, "all_full": False, "semi": None},
+    "upper_bound":  {"student": False, "kd": False, "ent": False, "pseudo": False, "all_full": True, "semi": None},
+    "mean_teacher": {"student": False, "kd": False, "ent": False, "pseudo": False, "all_full": False,
+                     "semi": "mean_teacher"},
+    "cps":          {"student": False, "kd": False, "ent": False, "pseudo": False, "all_full": False, "semi": "cps"},
 }
+
+# Semi-supervised rows (their papers' / SSL4MIS's ACDC values): consistency weight, EMA decay,
+# and the noise added to the EMA teacher's input (Gaussian, sd 0.1, clipped to +-0.2).
+SEMI_DEFAULT_WEIGHT = {"mean_teacher": 0.1, "cps": 1.5}
+EMA_DECAY = 0.99
+MT_NOISE_SD, MT_NOISE_CLIP = 0.1, 0.2
 
 
 # The two recipes. "ours": our choices where the paper is silent, each with a measured reason (the
@@ -89,12 +112,74 @@ CHOICES = {"kd_on": ("all", "full"), "kd_form": ("standard", "authors"), "entrop
            "init": ("default", "xavier"), "norm": ("group", "batch", "instance", "none")}
 
 
+# Every other field: (type, lowest, highest, None allowed); "int" excludes bools, "number" is int or float.
+FIELD_RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
+    "epochs": ("int", 0, None, False), "steps_per_epoch": ("int", 1, None, True), "batch_size": ("int", 1, None, False),
+    "base_width": ("int", 1, None, False), "depth": ("int", 1, 8, False), "seed": ("int", 0, None, False),
+    "ramp_up_epochs": ("int", 0, None, False),
+    "lr": ("positive", 0, None, False), "temperature": ("positive", 0, None, False),
+    "weight_decay": ("number", 0, None, False), "dice_weight": ("number", 0, None, False),
+    "class_balance": ("number", 0, None, False), "pseudo_threshold": ("number", 0, 1, True),
+    "lambda_kd": ("number", None, None, False), "lambda_ent": ("number", None, None, False),
+    "lambda_w": ("number", None, None, False), "lambda_semi": ("number", None, None, True),
+    "detach_teacher": ("bool", None, None, False), "duplicate_full_batch": ("bool", None, None, False),
+    "amp": ("bool", None, None, False), "channels_last": ("bool", None, None, False),
+    "compile": ("bool", None, None, False), "deterministic": ("bool", None, None, False),
+    "select_best": ("bool", None, None, False), "progress": ("bool", None, None, False),
+}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_field(name: str, value, kind: str, low: float | None = None, high: float | None = None,
+                allow_none: bool = False) -> None:
+    """One-line :class:`InputError` unless ``value`` is of ``kind`` ("int", "number", "positive",
+    "bool") and within ``[low, high]`` ("positive": ``> low``)."""
+    if value is None and allow_none:
+        return
+    wanted = {"int": "an integer", "number": "a number", "positive": "a number", "bool": "True or False"}[kind]
+    if kind == "positive":
+        wanted += f" > {low}"
+    elif kind != "bool":
+        wanted += "".join([f" >= {low}" if low is not None else "", f" and <= {high}" if high is not None else ""])
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = _is_number(value)
+    if ok and kind == "positive":
+        ok = value > low
+    elif ok and kind != "bool":
+        ok = (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        raise InputError(f"{name} must be {wanted}{' or None' if allow_none else ''}, got {value!r}")
+
+
+def check_recipe_overrides(overrides: dict) -> None:
+    """One-line :class:`InputError` unless every key of ``overrides`` is a recipe field."""
+    if not isinstance(overrides, dict):
+        raise InputError(f"recipe_overrides must be a mapping of recipe fields to values, got {overrides!r}")
+    unknown = sorted(set(overrides) - set(RECIPES["ours"]))
+    if unknown:
+        raise InputError(f"recipe_overrides: unknown fields {unknown}; choose from {sorted(RECIPES['ours'])}")
+
+
+def recipe_table() -> list[dict]:
+    """One row per recipe field: its value under each recipe (for the notebooks and README)."""
+    return [{"field": name, **{recipe: str(values[name]) for recipe, values in RECIPES.items()}}
+            for name in RECIPES["ours"]]
+
+
 @dataclass
 class MixedConfig:
     """Hyper-parameters of one mixed-supervision run.
 
     ``recipe`` ("ours" or "authors", :data:`RECIPES`) fills every field left at None when the
-    config is created; a value you pass wins. The recipe fields:
+    config is created; a value you pass wins. The filled values stay: for another recipe make a
+    new config (``dataclasses.replace(config, recipe=...)`` would keep the first recipe's values). The recipe fields:
 
     - ``lambda_kd``, ``temperature``: KL weight and temperature ``T``.
     - ``kd_on``: "all" distils on D_s and D_w outputs; "full" on D_s only (authors).
@@ -147,6 +232,7 @@ class MixedConfig:
     weak_loss: str | None = None
     duplicate_full_batch: bool | None = None
     pseudo_threshold: float | None = None
+    lambda_semi: float | None = None    # mean_teacher / cps weight; None: SEMI_DEFAULT_WEIGHT of the method
     ramp_up_epochs: int | None = None
     dice_weight: float | None = None    # L_s = CE + dice_weight * Dice; Dice keeps the small RV from being ignored
     class_balance: float | None = None  # CE class weights (1/frequency)**class_balance; 0 is plain CE
@@ -159,6 +245,7 @@ class MixedConfig:
     amp: bool = False                   # bfloat16 autocast on CPU, float16 + GradScaler on CUDA
     channels_last: bool = True          # ~30% faster convolutions on CPU as well as GPU
     compile: bool = False
+    deterministic: bool = False         # identical CUDA runs (runtime.set_deterministic), at some speed cost
     select_best: bool = True            # return the weights of the best validation epoch
     progress: bool = True
 
@@ -168,25 +255,31 @@ class MixedConfig:
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        self.betas = tuple(float(b) for b in self.betas)
-        for name, choices in CHOICES.items():
+        for name, choices in {**CHOICES, "weak_kind": WEAK_KINDS}.items():
             check_choice(getattr(self, name), choices, name)
-        if self.epochs < 0 or self.batch_size < 1:
-            raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
-        for name in ("lambda_kd", "lambda_ent", "lambda_w", "class_balance", "dice_weight", "weight_decay",
-                     "ramp_up_epochs"):
-            if getattr(self, name) < 0:
+        for name, (kind, low, high, allow_none) in FIELD_RANGES.items():
+            check_field(name, getattr(self, name), kind, low, high, allow_none)
+        for name in ("lambda_kd", "lambda_ent", "lambda_w", "lambda_semi"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0 (a negative weight would maximise its loss), "
                                  f"got {getattr(self, name)}")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise InputError(f"lr and temperature must be > 0, got lr={self.lr}, temperature={self.temperature}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise InputError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if (not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2
+                or not all(_is_number(b) and 0 <= b < 1 for b in self.betas)):
+            raise InputError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(float(b) for b in self.betas)
         pick_device(self.device)  # an unavailable device fails here, naming the available ones
 
     @property
     def terms(self) -> dict:
         return METHODS[self.method]
+
+    @property
+    def semi_weight(self) -> float:
+        """``lambda_semi``, or the default of this row's semi-supervised method. Resolved here, not
+        when the config is made: one config serves every row of an ablation (``method`` replaced)."""
+        if self.lambda_semi is not None:
+            return self.lambda_semi
+        return SEMI_DEFAULT_WEIGHT.get(self.terms["semi"], 0.0)
 
 
 @dataclass
@@ -197,6 +290,9 @@ class TrainResult:
     config: MixedConfig
     log: list[dict] = field(default_factory=list)
     branches: tuple[str, ...] = ("teacher", "student")
+    # Weights after the last epoch; ``model`` holds the best validation epoch's when select_best.
+    last_state: dict | None = None
+    best_epoch: int | None = None       # 1-based epoch of ``model``'s weights
 
 
 def _batch_stream(n: int, batch_size: int, seed: int, stream: int, skip: int = 0):
@@ -242,23 +338,28 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
     config = dataclasses.replace(config or MixedConfig(), **overrides)
     check_nonempty(len(full), "fully labelled set D_s", "train_mixed")
     terms = config.terms
-    if (terms["student"] or terms["all_full"]) and not weak:
+    if uses_weak_images(config.method) and not weak:
         raise InputError(f"method {config.method!r} needs weakly labelled volumes (D_w is empty)")
     seed_everything(config.seed)
     device = pick_device(config.device)
+    if config.deterministic:
+        set_deterministic(True)
 
     full_ds = SliceDataset(full, weak_kind=config.weak_kind, weak_seed=config.seed)
     # The upper bound draws from D_w too, with its full masks: same images per step as the method.
-    uses_weak_set = terms["student"] or terms["all_full"]
-    weak_ds = SliceDataset(weak, weak_kind=config.weak_kind, weak_seed=config.seed + 1) if uses_weak_set else None
-    model = DualBranchUNet(len(full_ds.modalities), full_ds.num_classes, config.base_width,
-                           config.depth, config.norm)
-    if config.init == "xavier":
-        model.apply(_authors_init)
-    model = model.to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimiser = make_optimiser(model, config)
+    weak_ds = (SliceDataset(weak, weak_kind=config.weak_kind, weak_seed=config.seed + 1)
+               if uses_weak_images(config.method) else None)
+    model = _new_network(full_ds, config, device)
+    # Mean Teacher's EMA copy, or CPS's second network (initialised from another seed); both are
+    # saved in the checkpoint, so a resumed run equals an uninterrupted one.
+    ema = partner = None
+    if terms["semi"] == "mean_teacher":
+        ema = copy.deepcopy(model).requires_grad_(False)
+    elif terms["semi"] == "cps":
+        torch.manual_seed(config.seed + 1_000_003)
+        partner = _new_network(full_ds, config, device)
+        seed_everything(config.seed)
+    optimiser = make_optimiser(model if partner is None else torch.nn.ModuleList([model, partner]), config)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
     step_model = torch.compile(model) if config.compile else model
 
@@ -269,6 +370,7 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
     log: list[dict] = []
     start_epoch = 0
     best_score, best_state, best_epoch = -math.inf, None, 0
+    selected_epoch = None  # 1-based epoch whose weights select_best returns
     full_cursor = weak_cursor = 0  # batches drawn so far from each stream
     if resume and checkpoint is not None and Path(checkpoint).exists():
         state = _load_checkpoint(checkpoint, device)
@@ -277,9 +379,12 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it
         log, start_epoch = state["log"], state["epoch"]
         best_score, best_state = state["best_score"], state["best_state"]
-        best_epoch = state.get("best_epoch", 0)
+        best_epoch, selected_epoch = state.get("best_epoch", 0), state.get("selected_epoch")
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        for network, key in ((ema, "ema"), (partner, "partner")):
+            if network is not None:
+                network.load_state_dict(state[key])
         full_cursor, weak_cursor = state["full_cursor"], state["weak_cursor"]
     # Each stream has its own generator, so a resumed run replays exactly the same batches.
     full_batches = _batch_stream(len(full_ds), config.batch_size, config.seed, 0, full_cursor)
@@ -294,11 +399,29 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
         # Entropy sharpens whatever the student predicts, so it waits until KL has made that sensible.
         confidence_weight = config.lambda_ent * min(1.0, epoch / config.ramp_up_epochs) if config.ramp_up_epochs else config.lambda_ent
         sums: dict[str, float] = {}
-        for _ in range(steps):
+        shares: dict[str, float] = {}
+        for step in range(steps):
             full_idx = next(full_batches)
             full_cursor += 1
             batch_s = full_ds.batch(full_idx)
             images, n_s = batch_s["image"], len(full_idx)
+            if terms["semi"]:  # labels of D_w unused: the images alone
+                weak_idx = next(weak_batches)
+                weak_cursor += 1
+                images = _to_device(torch.cat([images, weak_ds.batch(weak_idx)["image"]]), device, config.channels_last)
+                with autocast:
+                    losses = semi_objective(model, images, n_s, _to_device(batch_s["label"], device), config,
+                                            epoch, ema=ema, partner=partner)
+                    total = sum(losses.values())
+                optimiser.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                scaler.step(optimiser)
+                scaler.update()
+                if ema is not None:  # after each step, with the reference's warm-up of the decay
+                    ema_update(ema, model, ema_decay(full_cursor, EMA_DECAY))
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                continue
             if config.duplicate_full_batch and terms["student"]:
                 images = torch.cat([images, images])  # the script's cat(x_s, x_s, x_w)
             if weak_ds is not None:
@@ -321,13 +444,18 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
                                          None if weak_targets is None else _to_device(weak_targets, device),
                                          config, confidence_weight)
                 total = sum(losses.values())
+            if step == 0 and student is not None and len(losses) > 1:
+                # How much of the pull on the student's logits each term carries (first step of
+                # the epoch): a weight means little without its term's scale.
+                shares = gradient_shares({k: v for k, v in losses.items() if k != "sup"}, student)
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(optimiser)
             scaler.update()
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
-        record = {"epoch": epoch + 1, **{f"loss_{k}": v / steps for k, v in sums.items()}}
+        record = {"epoch": epoch + 1, **{f"loss_{k}": v / steps for k, v in sums.items()},
+                  **{f"share_{k}": v for k, v in shares.items()}}
         if val:
             for branch, dice in validation_dice(model, val, device, config.method).items():
                 record[f"val_dice_{branch}"] = dice
@@ -335,6 +463,7 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
         score = record.get(f"val_dice_{reported_branches(config.method)[-1]}")
         if config.select_best and score is not None and score > best_score:
             best_score, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
+            selected_epoch = epoch + 1
         if score is not None and score >= best_score:
             best_epoch = epoch  # the script keeps its best epoch index for the learning-rate rule
         if config.schedule == "authors_halving" and epoch > 0 and epoch % (best_epoch + 100) == 0:
@@ -343,11 +472,16 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
         bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
         if checkpoint is not None:
             _save_checkpoint(checkpoint, model, optimiser, log, epoch + 1, full_cursor, weak_cursor,
-                             best_score, best_state, best_epoch, scaler)
+                             best_score, best_state, best_epoch, scaler, selected_epoch,
+                             extra={key: network.state_dict() for network, key in ((ema, "ema"), (partner, "partner"))
+                                    if network is not None})
+    last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best_state is not None:
         model.load_state_dict(best_state)
+    else:
+        selected_epoch = len(log)
     model.eval()
-    return TrainResult(model, config, log, reported_branches(config.method))
+    return TrainResult(model, config, log, reported_branches(config.method), last_state, selected_epoch)
 
 
 def mixed_objective(teacher: torch.Tensor, student: torch.Tensor | None, n_s: int, full_labels: torch.Tensor,
@@ -410,6 +544,36 @@ def mixed_objective(teacher: torch.Tensor, student: torch.Tensor | None, n_s: in
     return losses
 
 
+def semi_objective(model: DualBranchUNet, images: torch.Tensor, n_s: int, full_labels: torch.Tensor,
+                   config: MixedConfig, epoch: int, ema: DualBranchUNet | None = None,
+                   partner: DualBranchUNet | None = None) -> dict[str, torch.Tensor]:
+    """The loss terms of one Mean Teacher or CPS step (formulas in the module docstring).
+
+    Args:
+        model: the trained network (its teacher decoder is the UNet that is reported).
+        images: ``(N, M, H, W)``, the ``n_s`` images of D_s first, then those of D_w.
+        full_labels: full masks of D_s ``(n_s, H, W)``.
+        epoch: 0-based epoch, for the ramp-up of ``lambda_semi``.
+        ema: Mean Teacher's EMA network (no gradient). partner: CPS's second network.
+
+    Returns:
+        ``{"sup": L_s, "cons": weighted consistency}`` (Mean Teacher) or
+        ``{"sup": L_s(a), "sup_b": L_s(b), "cps": weighted CPS}``.
+    """
+    logits = model.teacher_logits(images).float()
+    sup = supervised_loss(logits[:n_s], full_labels, config.dice_weight, config.class_balance)
+    weight = config.semi_weight * sigmoid_rampup(epoch, config.ramp_up_epochs)
+    if ema is not None:
+        unlabelled = images[n_s:]
+        noise = torch.clamp(torch.randn_like(unlabelled) * MT_NOISE_SD, -MT_NOISE_CLIP, MT_NOISE_CLIP)
+        with torch.no_grad():
+            target = ema.teacher_logits(unlabelled + noise).float()
+        return {"sup": sup, "cons": weight * consistency_loss(logits[n_s:], target)}
+    logits_b = partner.teacher_logits(images).float()
+    sup_b = supervised_loss(logits_b[:n_s], full_labels, config.dice_weight, config.class_balance)
+    return {"sup": sup, "sup_b": sup_b, "cps": weight * cross_pseudo_supervision_loss(logits, logits_b)}
+
+
 def gradient_shares(losses: dict[str, torch.Tensor], wrt: torch.Tensor) -> dict[str, float]:
     """How strongly each loss term pulls on ``wrt`` (e.g. the student logits): the L2 norm of
     ``d term / d wrt`` per term, divided by the sum over terms. A weight only means something
@@ -422,6 +586,22 @@ def gradient_shares(losses: dict[str, torch.Tensor], wrt: torch.Tensor) -> dict[
         norms[name] = 0.0 if grad is None else float(grad.norm())
     total = sum(norms.values())
     return {name: (value / total if total > 0 else 0.0) for name, value in norms.items()}
+
+
+def uses_weak_images(method: str) -> bool:
+    """Whether a row draws batches from D_w: the student rows (weak labels), the upper bound (full
+    masks) and the semi-supervised rows (images only)."""
+    terms = METHODS[method]
+    return bool(terms["student"] or terms["all_full"] or terms["semi"])
+
+
+def _new_network(dataset: SliceDataset, config: MixedConfig, device: torch.device) -> DualBranchUNet:
+    model = DualBranchUNet(len(dataset.modalities), dataset.num_classes, config.base_width, config.depth,
+                           config.norm)
+    if config.init == "xavier":
+        model.apply(_authors_init)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
 def make_optimiser(model: torch.nn.Module, config: MixedConfig) -> torch.optim.Optimizer:
@@ -455,7 +635,7 @@ def _to_device(tensor: torch.Tensor, device: torch.device, channels_last: bool =
 
 
 def _save_checkpoint(path, model, optimiser, log, epoch, full_cursor, weak_cursor,
-                     best_score, best_state, best_epoch=0, scaler=None) -> None:
+                     best_score, best_state, best_epoch=0, scaler=None, selected_epoch=None, extra=None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -463,6 +643,7 @@ def _save_checkpoint(path, model, optimiser, log, epoch, full_cursor, weak_curso
                 "torch_rng": torch.get_rng_state(),
                 "log": log, "epoch": epoch, "full_cursor": full_cursor, "weak_cursor": weak_cursor,
                 "best_score": best_score, "best_state": best_state, "best_epoch": best_epoch,
+                "selected_epoch": selected_epoch, **(extra or {}),
                 # the float16 loss scale on CUDA: without it a resumed run is not the same run
                 "scaler": scaler.state_dict() if scaler is not None else {}}, tmp)
     tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
@@ -512,18 +693,32 @@ def validation_dice(model: DualBranchUNet, volumes: list[Volume], device, method
 
 
 def evaluate_mixed(result: TrainResult, volumes: list[Volume]) -> list[dict]:
-    """Per-branch rows ``{"method", "branch", "dice", "dice_std", "hd95_mm", "hd95_std", "per_class"}``.
+    """Per-branch rows ``{"method", "branch", "dice", "dice_std", "hd95_mm", "hd95_std", "per_class",
+    "dice_last", "best_epoch", "share_*"}``.
 
     Dice and HD95 (mm) are computed per 3-D volume and foreground class, averaged over classes
-    per volume, then mean and std over volumes.
+    per volume, then mean and std over volumes, for the returned model (the best validation
+    epoch's weights with ``select_best``). ``dice_last`` is the same Dice for the weights after
+    the last epoch (equal when they are the same weights), so a reader sees whether model
+    selection mattered. ``share_*`` are the gradient shares of the last epoch's log (student rows).
     """
     predictions = predict_volumes(result.model, volumes)
+    last_predictions = predictions
+    if result.last_state is not None and result.best_epoch != len(result.log):
+        best_state = {k: v.clone() for k, v in result.model.state_dict().items()}
+        result.model.load_state_dict(result.last_state)
+        last_predictions = predict_volumes(result.model, volumes)
+        result.model.load_state_dict(best_state)
+    shares = {k: v for k, v in (result.log[-1] if result.log else {}).items() if k.startswith("share_")}
     rows = []
     for branch in result.branches:
         summary = summarize(evaluate_volumes(predictions[branch], volumes))
+        last = summarize(evaluate_volumes(last_predictions[branch], volumes))
         rows.append({"method": result.config.method, "branch": branch,
                      "dice": summary["mean"]["dice"]["mean"], "dice_std": summary["mean"]["dice"]["std"],
                      "hd95_mm": summary["mean"]["hd95_mm"]["mean"], "hd95_std": summary["mean"]["hd95_mm"]["std"],
+                     "dice_last": last["mean"]["dice"]["mean"], "best_epoch": result.best_epoch,
+                     **(shares if branch == "student" else {}),
                      "per_class": {c: {m: s["mean"] for m, s in v.items()} for c, v in summary["per_class"].items()}})
     return rows
 
