@@ -180,11 +180,12 @@ EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob(
 @pytest.mark.parametrize("sweep_file", EXPERIMENTS, ids=[path.stem for path in EXPERIMENTS])
 def test_shipped_sweep_files_expand_to_five_seeds_of_valid_parameters(sweep_file):
     sweep = load_sweep(sweep_file)  # checks every parameter name against the notebook
-    per_notebook: dict[str, list[int]] = {}
+    per_setting: dict[str, list[int]] = {}  # notebook and parameter set (e.g. each recipe) -> seeds
     for run in sweep.runs:
-        per_notebook.setdefault(run.notebook.name, []).append(run.parameters["seed"])
+        setting = json.dumps({k: v for k, v in run.parameters.items() if k != "seed"}, sort_keys=True, default=str)
+        per_setting.setdefault(f"{run.notebook.name} {setting}", []).append(run.parameters["seed"])
     # five seeds: the fewest with which a paired 95% interval can settle a claim (mixseg_lite.stats)
-    assert all(sorted(seeds) == [0, 1, 2, 3, 4] for seeds in per_notebook.values()), per_notebook
+    assert all(sorted(seeds) == [0, 1, 2, 3, 4] for seeds in per_setting.values()), per_setting
     assert all(run.notebook.is_file() for run in sweep.runs)
     # the ablation sweeps record every seed; the teaching sweep keeps the notebooks' own assertions
     assert all(run.parameters.get("assert_orderings", False) is False for run in sweep.runs
