@@ -7,6 +7,8 @@ from deep inside torch.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -63,3 +65,33 @@ def check_nonempty(n: int, what: str, source: str | None = None) -> None:
     """Raise :class:`InputError` when a batch or dataset is empty."""
     if n == 0:
         raise InputError(f"{_where(source)}empty {what}: nothing to process")
+
+
+def is_number(value) -> bool:
+    """A finite int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_field(name: str, value, kind: str, low: float | None = None, high: float | None = None,
+                allow_none: bool = False) -> None:
+    """One-line :class:`InputError` unless ``value`` is of ``kind`` ("int", "number", "positive",
+    "bool") and within ``[low, high]`` ("positive": ``> low``)."""
+    if value is None and allow_none:
+        return
+    wanted = {"int": "an integer", "number": "a number", "positive": "a number", "bool": "True or False"}[kind]
+    if kind == "positive":
+        wanted += f" > {low}"
+    elif kind != "bool":
+        wanted += "".join([f" >= {low}" if low is not None else "", f" and <= {high}" if high is not None else ""])
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = is_number(value)
+    if ok and kind == "positive":
+        ok = value > low
+    elif ok and kind != "bool":
+        ok = (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        raise InputError(f"{name} must be {wanted}{' or None' if allow_none else ''}, got {value!r}")

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from mixseg_lite.data.slices import SliceDataset
 from mixseg_lite.data.volume import Volume
-from mixseg_lite.errors import InputError, check_choice, check_nonempty
+from mixseg_lite.errors import InputError, check_choice, check_field, check_nonempty, is_number
 from mixseg_lite.losses.semi import (consistency_loss, cross_pseudo_supervision_loss, ema_decay, ema_update,
                                      sigmoid_rampup)
 from mixseg_lite.losses.mixed import (authors_entropy, authors_kl_distillation, entropy_loss, kl_distillation,
@@ -127,35 +127,6 @@ FIELD_RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "compile": ("bool", None, None, False), "deterministic": ("bool", None, None, False),
     "select_best": ("bool", None, None, False), "progress": ("bool", None, None, False),
 }
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_field(name: str, value, kind: str, low: float | None = None, high: float | None = None,
-                allow_none: bool = False) -> None:
-    """One-line :class:`InputError` unless ``value`` is of ``kind`` ("int", "number", "positive",
-    "bool") and within ``[low, high]`` ("positive": ``> low``)."""
-    if value is None and allow_none:
-        return
-    wanted = {"int": "an integer", "number": "a number", "positive": "a number", "bool": "True or False"}[kind]
-    if kind == "positive":
-        wanted += f" > {low}"
-    elif kind != "bool":
-        wanted += "".join([f" >= {low}" if low is not None else "", f" and <= {high}" if high is not None else ""])
-    if kind == "bool":
-        ok = isinstance(value, bool)
-    elif kind == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = _is_number(value)
-    if ok and kind == "positive":
-        ok = value > low
-    elif ok and kind != "bool":
-        ok = (low is None or value >= low) and (high is None or value <= high)
-    if not ok:
-        raise InputError(f"{name} must be {wanted}{' or None' if allow_none else ''}, got {value!r}")
 
 
 def check_recipe_overrides(overrides: dict) -> None:
@@ -264,7 +235,7 @@ class MixedConfig:
                 raise InputError(f"{name} must be >= 0 (a negative weight would maximise its loss), "
                                  f"got {getattr(self, name)}")
         if (not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2
-                or not all(_is_number(b) and 0 <= b < 1 for b in self.betas)):
+                or not all(is_number(b) and 0 <= b < 1 for b in self.betas)):
             raise InputError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = tuple(float(b) for b in self.betas)
         pick_device(self.device)  # an unavailable device fails here, naming the available ones
@@ -405,23 +376,6 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
             full_cursor += 1
             batch_s = full_ds.batch(full_idx)
             images, n_s = batch_s["image"], len(full_idx)
-            if terms["semi"]:  # labels of D_w unused: the images alone
-                weak_idx = next(weak_batches)
-                weak_cursor += 1
-                images = _to_device(torch.cat([images, weak_ds.batch(weak_idx)["image"]]), device, config.channels_last)
-                with autocast:
-                    losses = semi_objective(model, images, n_s, _to_device(batch_s["label"], device), config,
-                                            epoch, ema=ema, partner=partner)
-                    total = sum(losses.values())
-                optimiser.zero_grad(set_to_none=True)
-                scaler.scale(total).backward()
-                scaler.step(optimiser)
-                scaler.update()
-                if ema is not None:  # after each step, with the reference's warm-up of the decay
-                    ema_update(ema, model, ema_decay(full_cursor, EMA_DECAY))
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
-                continue
             if config.duplicate_full_batch and terms["student"]:
                 images = torch.cat([images, images])  # the script's cat(x_s, x_s, x_w)
             if weak_ds is not None:
@@ -431,18 +385,23 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
                 images = torch.cat([images, batch_w["image"]])
             images = _to_device(images, device, config.channels_last)
             with autocast:
-                if terms["student"]:
+                student = None
+                if terms["semi"]:  # D_w's images only, its labels unused
+                    losses = semi_objective(model, images, n_s, _to_device(batch_s["label"], device), config,
+                                            epoch, ema=ema, partner=partner)
+                elif terms["student"]:
                     teacher, student = step_model(images)
                 else:
-                    teacher, student = model.teacher_logits(images), None
-                if terms["all_full"]:  # every image of the step has its full mask
-                    full_labels = torch.cat([batch_s["label"], batch_w["label"]])
-                else:
-                    full_labels = batch_s["label"]
-                weak_targets = (torch.cat([batch_s["weak"], batch_w["weak"]]) if terms["student"] else None)
-                losses = mixed_objective(teacher, student, n_s, _to_device(full_labels, device),
-                                         None if weak_targets is None else _to_device(weak_targets, device),
-                                         config, confidence_weight)
+                    teacher = model.teacher_logits(images)
+                if not terms["semi"]:
+                    if terms["all_full"]:  # every image of the step has its full mask
+                        full_labels = torch.cat([batch_s["label"], batch_w["label"]])
+                    else:
+                        full_labels = batch_s["label"]
+                    weak_targets = (torch.cat([batch_s["weak"], batch_w["weak"]]) if terms["student"] else None)
+                    losses = mixed_objective(teacher, student, n_s, _to_device(full_labels, device),
+                                             None if weak_targets is None else _to_device(weak_targets, device),
+                                             config, confidence_weight)
                 total = sum(losses.values())
             if step == 0 and student is not None and len(losses) > 1:
                 # How much of the pull on the student's logits each term carries (first step of
@@ -452,6 +411,8 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
             scaler.scale(total).backward()
             scaler.step(optimiser)
             scaler.update()
+            if ema is not None:  # Mean Teacher: after each step, with the reference's warm-up of the decay
+                ema_update(ema, model, ema_decay(full_cursor, EMA_DECAY))
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
         record = {"epoch": epoch + 1, **{f"loss_{k}": v / steps for k, v in sums.items()},
