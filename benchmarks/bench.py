@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmarks of mixseg-lite: how fast it trains, how much memory it needs, what AMP buys.
 
-Parts (``--only`` picks some, comma-separated; ``make bench`` runs the first four):
+Parts (``--only`` picks some, comma-separated; ``make bench`` runs the first five):
 
 * ``step``: time and peak memory of one CPU training step of :class:`DualBranchUNet` (the full
   ``kl_ent`` loss: supervised CE, partial CE, KL, entropy) on 8x1x128x128 batches, widths 8 and
@@ -10,6 +10,12 @@ Parts (``--only`` picks some, comma-separated; ``make bench`` runs the first fou
   training step in float32 and in bfloat16 autocast; and whether a fixed short training on the
   simulated cardiac data reaches the same test Dice in bfloat16 as in float32 (mean ± std over
   ``--dice-seeds`` training seeds per precision; a single pair differs by seed noise alone).
+* ``versus``: one training step of our dual-branch network against a plain re-implementation of
+  the authors' (``benchmarks/authors_unet.py``: valid convolutions, BatchNorm, widths 64..1024,
+  decoders ending at 68x68) on 2x1x256x256, side by side: ms/step, GFLOP/step (counted by
+  ``torch.utils.flop_counter``), GFLOP/s and its ratio to the authors' network, float32 and
+  bfloat16 autocast, with each memory format. Our network decodes at full resolution, about four
+  times the arithmetic, so GFLOP/s is the fair comparison.
 * ``throughput``: slices per second and peak memory of ``train_mixed`` end to end on the CPU.
 * ``notebooks``: wall time and the kernel's peak memory of every ``notebooks/NN_*.py``, each
   executed with papermill (via jupytext) into a temporary folder.
@@ -26,7 +32,7 @@ their previous entry). ``--tiny`` runs every part on tiny settings, to check the
 
 Examples::
 
-    python benchmarks/bench.py                      # step, paper, throughput, notebooks
+    python benchmarks/bench.py                      # step, paper, versus, throughput, notebooks
     python benchmarks/bench.py --only step,paper
     python benchmarks/bench.py --gpu                 # the four parts and the GPU part
     python benchmarks/bench.py --only gpu
@@ -48,10 +54,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from mixseg_lite.results import format_table
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
-PARTS = ("step", "paper", "throughput", "notebooks", "gpu")
-DEFAULT_PARTS = ("step", "paper", "throughput", "notebooks")
+PARTS = ("step", "paper", "versus", "throughput", "notebooks", "gpu")
+DEFAULT_PARTS = ("step", "paper", "versus", "throughput", "notebooks")
 RESULT_MARKER = "BENCH_RESULT "
 DICE_TOLERANCE = 0.02  # |Dice(bf16) - Dice(fp32)| up to this counts as unchanged
 
@@ -268,7 +276,61 @@ def case_gpu(spec: dict) -> dict:
             "peak_rss_mb": round(_peak_rss_mb())}
 
 
-CASES = {"step": case_step, "dice": case_dice, "throughput": case_throughput, "notebook": case_notebook,
+def case_versus(spec: dict) -> dict:
+    """One training step of our dual-branch UNet or of the authors' valid-convolution UNet
+    (``benchmarks/authors_unet.py``) on the paper's 2x1x256x256 batch: ms/step, GFLOP/step counted
+    by ``torch.utils.flop_counter`` (forward and backward), and GFLOP/s."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mixseg_lite.hardware import choose_channels_last
+
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    batch, size, classes = spec["batch"], spec["size"], 2
+    if spec["network"] == "authors":
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from authors_unet import AuthorsDualUNet
+
+        model = AuthorsDualUNet(1, classes, spec["base_width"], spec["depth"])
+    else:
+        from mixseg_lite.models import DualBranchUNet
+
+        model = DualBranchUNet(1, classes, spec["base_width"], spec["depth"], norm=spec["norm"])
+    channels_last = spec["channels_last"]
+    if channels_last is None:
+        channels_last = choose_channels_last(device)[0]
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+    images = torch.rand(batch, 1, size, size).contiguous(memory_format=memory_format)
+    labels = torch.randint(0, classes, (batch, size, size))
+    autocast = _autocast(device, spec["amp"])
+
+    def step() -> None:
+        with autocast:
+            teacher, student = model(images)
+            loss = F.cross_entropy(teacher.float(), labels) + F.cross_entropy(student.float(), labels)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()  # also the warm-up
+    gflop = counter.get_total_flops() / 1e9
+    seconds = []
+    for _ in range(spec["steps"]):
+        started = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - started)
+    median = statistics.median(seconds)
+    return {"channels_last": bool(channels_last), "step_ms": round(1000 * median, 1),
+            "step_ms_min": round(1000 * min(seconds), 1), "gflop_per_step": round(gflop, 1),
+            "gflop_per_s": round(gflop / median, 1), "peak_rss_mb": round(_peak_rss_mb())}
+
+
+CASES = {"step": case_step, "versus": case_versus, "dice": case_dice, "throughput": case_throughput, "notebook": case_notebook,
          "gpu": case_gpu}
 
 
@@ -324,6 +386,31 @@ def paper_specs(args) -> list[dict]:
     return specs
 
 
+# (label, network, norm, channels_last (None: chosen by the hardware, our default), bfloat16 autocast)
+VERSUS_ROWS = [
+    ("ours, defaults (GroupNorm, format by hardware)", "ours", "group", None, False),
+    ("ours, GroupNorm, channels_last", "ours", "group", True, False),
+    ("ours, GroupNorm, contiguous", "ours", "group", False, False),
+    ("ours, BatchNorm, contiguous", "ours", "batch", False, False),
+    ("authors, BatchNorm, contiguous", "authors", "batch", False, False),
+    ("authors, BatchNorm, channels_last", "authors", "batch", True, False),
+    ("ours, defaults, bf16 autocast", "ours", "group", None, True),
+    ("authors, BatchNorm, contiguous, bf16 autocast", "authors", "batch", False, True),
+]
+VERSUS_REFERENCE = {False: "authors, BatchNorm, contiguous", True: "authors, BatchNorm, contiguous, bf16 autocast"}
+
+
+def versus_specs(args) -> list[dict]:
+    # The paper's network and batch (widths 64..1024, 2x1x256x256); --tiny keeps 5 levels and the
+    # size (the valid convolutions need it), at width 2.
+    width, size, steps = (2, 256, 1) if args.tiny else (64, 256, max(2, args.steps // 3))
+    precisions = {"fp32": False, "bf16": True}
+    wanted = {precisions[p.strip()] for p in args.versus_precisions.split(",")}
+    return [{"kind": "versus", "label": label, "network": network, "norm": norm, "channels_last": channels_last,
+             "amp": amp, "base_width": width, "depth": 5, "batch": 2, "size": size, "steps": steps,
+             "threads": args.threads} for label, network, norm, channels_last, amp in VERSUS_ROWS if amp in wanted]
+
+
 def throughput_specs(args) -> list[dict]:
     if args.tiny:
         settings = [(32, 4, 2, 6, 2, 1)]
@@ -365,24 +452,24 @@ def make_gpu_data(args, folder: Path) -> Path:
     return folder
 
 
-def format_rows(rows: list[dict], columns: list[str]) -> str:
-    def cell(value) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, float):
-            return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
-        return str(value)
+def _bench_cell(value) -> str:
+    """4 significant digits (whole numbers from 1000 up); '-' for a value not measured."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
 
-    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+
+def format_rows(rows: list[dict], columns: list[str]) -> str:
+    return format_table(rows, columns, cell=_bench_cell)
 
 
 COLUMNS = {
     "step": ["label", "size", "parameters_m", "step_ms", "slices_per_s", "baseline_rss_mb", "peak_rss_mb", "load_before"],
     "paper": ["label", "size", "step_ms", "slices_per_s", "dice_teacher", "dice_student", "peak_rss_mb", "load_before"],
+    "versus": ["label", "channels_last", "step_ms", "gflop_per_step", "gflop_per_s", "ratio_to_authors", "peak_rss_mb",
+               "load_before"],
     "throughput": ["label", "slices", "train_s", "prepare_s", "slices_per_s", "slices_per_s_end_to_end",
                    "peak_rss_mb", "load_before"],
     "notebooks": ["label", "wall_s", "kernel_peak_rss_mb", "error", "load_before"],
@@ -394,6 +481,19 @@ def summarize(part: str, rows: list[dict]) -> dict:
     """Derived numbers of a part: the AMP speed-ups and whether bfloat16 changed the Dice."""
     by = {row["label"]: row for row in rows}
     summary = {}
+    if part == "versus":
+        # GFLOP/s of each row over the authors' network's at the same precision (contiguous):
+        # the networks differ in arithmetic per step, so throughput is what compares them.
+        for row in rows:
+            reference = by.get(VERSUS_REFERENCE[bool(row.get("amp"))], {})
+            if row.get("gflop_per_s") and reference.get("gflop_per_s"):
+                row["ratio_to_authors"] = round(row["gflop_per_s"] / reference["gflop_per_s"], 2)
+        for amp, name in ((False, "fp32"), (True, "bf16")):
+            ours = by.get(VERSUS_ROWS[0][0] if not amp else "ours, defaults, bf16 autocast", {})
+            if "ratio_to_authors" in ours:
+                summary[f"ours_default_gflops_ratio_{name}"] = ours["ratio_to_authors"]
+        if "channels_last" in by.get(VERSUS_ROWS[0][0], {}):
+            summary["default_channels_last_here"] = by[VERSUS_ROWS[0][0]]["channels_last"]
     if part == "paper":
         fp32, bf16 = by.get("paper UNet fp32", {}), by.get("paper UNet bf16 autocast", {})
         if fp32.get("step_ms") and bf16.get("step_ms"):
@@ -451,14 +551,14 @@ def run_part(part: str, args) -> dict | None:
             specs = gpu_specs(args, make_gpu_data(args, Path(folder) / "volumes"))
             rows = _run_specs(specs, args)
     else:
-        specs = {"step": step_specs, "paper": paper_specs, "throughput": throughput_specs,
+        specs = {"step": step_specs, "paper": paper_specs, "versus": versus_specs, "throughput": throughput_specs,
                  "notebooks": notebook_specs}[part](args)
         if not specs:
             print("nothing to run")
             return {"rows": []}
         rows = _run_specs(specs, args)
+    summary = summarize(part, rows)  # may add derived columns (ratio_to_authors) to the rows
     print(format_rows(rows, COLUMNS[part]))
-    summary = summarize(part, rows)
     for key, value in summary.items():
         print(f"{key}: {value}")
     return {"rows": rows, "summary": summary, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -490,6 +590,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dice-seeds", type=int, default=3, help="training seeds per precision in the bf16 Dice check")
     parser.add_argument("--dice-width", type=int, default=8, help="base width of the bf16 Dice check")
     parser.add_argument("--dice-depth", type=int, default=3, help="depth of the bf16 Dice check")
+    parser.add_argument("--versus-precisions", default="fp32,bf16",
+                        help="precisions of the versus part (bfloat16 is emulated without AVX512-BF16/AMX: "
+                             "one step of the paper-size network took over 3 minutes on an AVX2 CPU)")
     parser.add_argument("--notebooks", help="glob of notebook sources in notebooks/, e.g. '0[0-2]_*'")
     parser.add_argument("--gpu-steps", type=int, default=40, help="timed steps per GPU case")
     parser.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # "cpu": test the GPU code path

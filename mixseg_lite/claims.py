@@ -38,6 +38,15 @@ ENTROPY_CLAIMS = [
 ]
 
 
+# The loss-weight balance sweep (experiments/mixed_balance_cardiac.yaml) against the KL-only student
+# of the ablation sweep (lambda_ent = 0, same seeds, split and budget under our recipe).
+BALANCE_WEIGHTS = [(10.0, 1.0), (10.0, 10.0), (1.0, 0.1), (1.0, 1.0)]
+BALANCE_CLAIMS = [
+    Claim(f"KL+Ent at lambda_kd {kd:g}, lambda_ent {ent:g} > KL alone",
+          {**_student("kl_ent"), "lambda_kd": kd, "lambda_ent": ent}, {**_student("kl"), "recipe": "ours"})
+    for kd, ent in BALANCE_WEIGHTS]
+
+
 def cam_claims(modalities: tuple[str, ...] = ("T2", "FLAIR"),
                metrics: tuple[str, ...] = ("dice_3d", "dice_pos")) -> list[Claim]:
     """REFERENCE B (Patel & Dolz, MedIA 2022), notebook 03: the ablation's steps per modality."""

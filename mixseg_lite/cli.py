@@ -2,13 +2,13 @@
 
 Examples::
 
-    mixseg-lite run notebooks/01_mixed_supervision.py -p epochs 3 -f params.yaml -o runs/try
+    mixseg-lite run notebooks/02_kl_distillation.py -p epochs 3 -o runs/try
     mixseg-lite build                      # re-execute every notebooks/NN_*.py into its twin
     mixseg-lite check                      # exit 1 when a twin is out of sync with its source
     mixseg-lite demo                       # every notebook at defaults + a results table
-    mixseg-lite sweep experiments/ablation.yaml --workers 2
-    mixseg-lite sweep experiments/ablation.yaml --scheduler tcp://node17:8786
-    mixseg-lite report runs/ablation --csv results/ablation.csv
+    mixseg-lite sweep experiments/mixed_ablation_cardiac.yaml --workers 2
+    mixseg-lite sweep experiments/mixed_ablation_cardiac.yaml --scheduler tcp://node17:8786
+    mixseg-lite report runs/mixed_ablation_cardiac --csv results/mixed_ablation_cardiac.csv
 
 Also ``python -m mixseg_lite.cli ...``.
 """

@@ -66,6 +66,25 @@ def dice_3d(pred, target, volume_index, include_empty_volumes: bool = False) -> 
     return float(np.mean([per_volume[v] for v in keep])) if keep else float("nan")
 
 
+def volume_dice_scores(pred_labels, target_labels, volume_index, num_classes: int = 2) -> np.ndarray:
+    """3-D Dice of each volume, averaged over the foreground classes ``1..num_classes-1`` that the
+    volume's target contains; volumes containing none are left out (as in :func:`dice_3d`).
+
+    Their mean is :func:`dice_3d` for one foreground class; their spread (``np.std``) is the
+    spread over volumes that tables print next to it. Returns ``(V,)`` in volume order.
+    """
+    pred_labels, target_labels, volume_index = _numpy(pred_labels), _numpy(target_labels), _numpy(volume_index)
+    _mask_pair(pred_labels, target_labels)
+    scores = []
+    for v in np.unique(volume_index):
+        rows = volume_index == v
+        per_class = [dice(pred_labels[rows] == c, target_labels[rows] == c)
+                     for c in range(1, num_classes) if (target_labels[rows] == c).any()]
+        if per_class:
+            scores.append(np.mean(per_class))
+    return np.asarray(scores, dtype=float)
+
+
 def dice_positive_slices(pred, target) -> float:
     """Mean 2-D Dice over the slices whose target contains the class; NaN when none does."""
     positive = _mask_pair(pred, target)[1].any((1, 2))

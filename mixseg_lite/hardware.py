@@ -72,3 +72,47 @@ def machine_summary(info: dict | None = None) -> str:
     return (f"{info['cpu']} ({', '.join(present)}; torch kernels {info['torch_cpu_capability']}"
             f"{'; ' + ' '.join(limits) if limits else ''}), {info['threads']} torch thread(s){gpu}; "
             f"Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}")
+
+
+def choose_channels_last(device) -> tuple[bool, str]:
+    """Memory format for training on ``device``: ``(channels_last, why)``, for ``channels_last=None``.
+
+    The choice follows measurements (``make bench``, part ``versus``): channels_last was made the
+    default from a measurement on an AVX-512 machine, and it is the layout of cuDNN's tensor-core
+    kernels on CUDA; on an AVX2-only CPU (2-core AMD EPYC, 2 threads, 2026-12-02) it made every
+    training step slower: the paper-size network 19.4 s vs 13.2 s per step (2x1x256x256, GroupNorm),
+    the notebooks' width-8 network 172 vs 152 ms (16x1x64x64), width 16 at 128x128 1.97 vs 1.68 s. The kernel path counts, not the CPU
+    alone: ``ATEN_CPU_CAPABILITY``/``ONEDNN_MAX_CPU_ISA`` limits below AVX-512 choose contiguous.
+    """
+    import torch
+
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda":
+        return True, "CUDA: channels_last is the layout of cuDNN's tensor-core convolutions"
+    if kind != "cpu":
+        return False, f"{kind}: contiguous (channels_last not measured on this device)"
+    capability = torch.backends.cpu.get_cpu_capability()
+    onednn_limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if capability.startswith("AVX512") and (not onednn_limit or onednn_limit.startswith("AVX512")
+                                            or onednn_limit in ("ALL", "AVX10_1_512", "AVX10_1_512_AMX")):
+        return True, f"CPU kernels {capability}: channels_last convolutions measured faster with AVX-512"
+    return False, (f"CPU kernels {capability}{' (oneDNN limited to ' + onednn_limit + ')' if onednn_limit else ''}: "
+                   "contiguous, measured faster than channels_last without AVX-512")
+
+
+def bf16_autocast_is_fast(device) -> tuple[bool, str]:
+    """Whether bfloat16 autocast speeds training up on ``device``: ``(fast, why)``.
+
+    CUDA (float16 there) and CPUs with AVX512-BF16 or AMX have native kernels; elsewhere bfloat16
+    is converted to float32 around every convolution. ``amp="auto"`` uses this; ``amp=True`` on
+    a CPU where it is not fast runs, with the reason in the log.
+    """
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda":
+        return True, "CUDA: float16 autocast with a gradient scaler"
+    if kind != "cpu":
+        return False, f"{kind}: autocast not measured on this device"
+    features = cpu_features()
+    if features["amx"] or features["avx512_bf16"]:
+        return True, "CPU with " + ("AMX" if features["amx"] else "AVX512-BF16") + ": native bfloat16 kernels"
+    return False, "CPU without AVX512-BF16 or AMX: bfloat16 is emulated, usually no faster than float32"

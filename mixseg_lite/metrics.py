@@ -3,7 +3,7 @@
 Everything here is numpy/scipy only and works on whole 3-D volumes (2-D arrays work too), because
 slice-wise scores hide errors that only show up across slices.
 
-Conventions for empty masks (both documented on the functions and relied on by :func:`summarize`,
+Conventions for empty masks (both documented on the functions and relied on by :func:`summarize_per_volume`,
 which therefore never sees NaN):
 
 =====================  ========  ===================================================
@@ -185,7 +185,7 @@ def _stats(values) -> dict:
     return {"mean": float(values.mean()), "std": float(values.std()), "n": int(values.size)}
 
 
-def summarize(records, metrics=("dice", "hd95_mm")) -> dict:
+def summarize_per_volume(records, metrics=("dice", "hd95_mm")) -> dict:
     """Mean, standard deviation and count of each metric, per class and per volume.
 
     Args:

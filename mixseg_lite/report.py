@@ -145,12 +145,12 @@ def _columns(runs: list[RunMetrics]) -> tuple[list[str], list[str]]:
     return ["notebook", *identifiers, *varying], values
 
 
-def _finite_or_inf(values: Iterable[Any]) -> list[float]:
+def _finite_numbers(values: Iterable[Any]) -> list[float]:
     """Numbers to average; missing values and NaN (e.g. an undefined HD95) are left out."""
     return [float(value) for value in values if _is_number(value) and not math.isnan(value)]
 
 
-def summarize(rows: list[dict[str, Any]], group_columns: list[str],
+def mean_std_by_group(rows: list[dict[str, Any]], group_columns: list[str],
               value_columns: list[str]) -> list[dict[str, Any]]:
     """Mean, sample std (ddof=1) and count per group, in first-seen group order.
 
@@ -166,7 +166,7 @@ def summarize(rows: list[dict[str, Any]], group_columns: list[str],
         entry: dict[str, Any] = {column: members[0].get(column) for column in group_columns}
         entry["n"] = len(members)
         for column in value_columns:
-            numbers = _finite_or_inf(member.get(column) for member in members)
+            numbers = _finite_numbers(member.get(column) for member in members)
             mean = statistics.fmean(numbers) if numbers else math.nan
             std = statistics.stdev(numbers) if len(numbers) > 1 else None
             entry[column] = (mean, std, len(numbers))
@@ -317,7 +317,7 @@ def write_report(rundir: str | Path, csv_copy: str | Path | None = None) -> dict
         groups, values = _columns(members)
         row_keys = {key for run in members for row in run.rows for key in row}
         split_by += [c for c in groups if c != "notebook" and c not in row_keys and c not in split_by]
-        part = summarize([row for row in rows if row["notebook"] == notebook], groups, values)
+        part = mean_std_by_group([row for row in rows if row["notebook"] == notebook], groups, values)
         tables.append(summary_markdown(part, groups, values))
         summary += part
         group_columns += [c for c in groups if c not in group_columns]
@@ -341,7 +341,7 @@ def seed_summary_rows(rows: list[dict[str, Any]], group_columns: list[str],
     """Flat rows for :func:`mixseg_lite.results.format_table`: group values, ``n``, and per value
     column its mean and sample std over seeds (``<column>`` and ``<column>_sd``)."""
     flat = []
-    for entry in summarize(rows, group_columns, value_columns):
+    for entry in mean_std_by_group(rows, group_columns, value_columns):
         row = {column: entry[column] for column in group_columns}
         row["n"] = entry["n"]
         for column in value_columns:
@@ -352,11 +352,14 @@ def seed_summary_rows(rows: list[dict[str, Any]], group_columns: list[str],
 
 
 def committed_tables(name: str, claims: list, group_columns: list[str], value_columns: list[str],
-                     where: dict[str, Any] | None = None, order: list[str] | None = None) -> str:
+                     where: dict[str, Any] | None = None, order: list[str] | None = None,
+                     compare_with: tuple[str, dict[str, Any]] | None = None, rows_table: bool = True) -> str:
     """Text of a committed sweep (``results/<name>.csv``): mean ± sd over seeds per row, then
     each claim's paired difference, 95% interval and verdict. Reads a file, so it prints the same
     on every machine (notebooks check it with nbval). ``where`` keeps only matching rows; ``order``
-    lists values of the first group column in the order the rows should appear (others last)."""
+    lists values of the first group column in the order the rows should appear (others last);
+    ``compare_with = (other_name, where)`` adds the matching rows of ``results/<other_name>.csv``
+    for the claims only (a baseline row another sweep holds, on the same seeds and data)."""
     from mixseg_lite.results import committed_results, format_table
     from mixseg_lite.stats import read_results, settle
 
@@ -377,10 +380,19 @@ def committed_tables(name: str, claims: list, group_columns: list[str], value_co
         rank = {value: i for i, value in enumerate(order)}
         summary.sort(key=lambda row: rank.get(str(row[group_columns[0]]), len(rank)))  # stable: ties keep file order
     columns = [*group_columns, "n", *(c for column in value_columns for c in (column, f"{column}_sd"))]
-    settled = [difference.as_row() for difference in settle(rows, claims, str(path))]
-    text = [f"results/{name}.csv: {len(seeds)} seeds ({', '.join(map(str, seeds))}); mean and sd over seeds",
-            format_table(summary, columns)]
+    claim_rows = list(rows)
+    if compare_with is not None:
+        other = committed_results(compare_with[0])
+        if other is None:
+            return f"results/{compare_with[0]}.csv not found: regenerate it with the command in results/README.md"
+        claim_rows += [row for row in read_results(other)
+                       if all(str(row.get(k)) == str(v) for k, v in compare_with[1].items())]
+    settled = [difference.as_row() for difference in settle(claim_rows, claims, str(path))]
+    text = [f"results/{name}.csv: {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+            + ("; mean and sd over seeds" if rows_table else "")]
+    if rows_table:
+        text.append(format_table(summary, columns))
     if settled:
-        text += ["", "claims: paired difference over seeds (better - worse), 95% t interval, verdict",
+        text += [""] * rows_table + ["claims: paired difference over seeds (better - worse), 95% t interval, verdict",
                  format_table(settled, list(settled[0]))]
     return "\n".join(text)

@@ -32,16 +32,19 @@ def _jsonable(value):
     return str(value)
 
 
-def format_table(rows: list[dict], columns: list[str], digits: int = 3) -> str:
-    """A fixed-width text table of ``columns`` with numbers rounded to ``digits`` decimals.
+def format_table(rows: list[dict], columns: list[str], digits: int = 3, cell=None) -> str:
+    """A fixed-width text table of ``columns``: the one table layout of notebooks, CLI and benchmarks.
 
-    Rounded output is what nbval compares, so tiny floating-point differences do not fail it.
+    Floats are rounded to ``digits`` decimals (rounded output is what nbval compares, so tiny
+    floating-point differences do not fail it); ``cell(value) -> str`` replaces that formatting
+    (the benchmarks print 4 significant digits).
     """
-    def cell(value) -> str:
+    def rounded(value) -> str:
         if isinstance(value, float):
             return "nan" if math.isnan(value) else f"{value:.{digits}f}"
         return str(value)
 
+    cell = cell or rounded
     table = [columns] + [[cell(row.get(c, "")) for c in columns] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table]

@@ -74,15 +74,16 @@ from IPython.display import display
 import mixseg_lite
 from mixseg_lite.data.atlas import DEFAULT_GROUPS, atlas_split, load_atlas
 from mixseg_lite.data.cardiac_sim import make_cardiac_volumes
+from mixseg_lite.parameters import check_parameters
 from mixseg_lite.plotting import class_legend, show_overlay
 from mixseg_lite.results import format_table, write_metrics
 from mixseg_lite.weak import WEAK_KINDS, image_tags, make_weak_label
 from mixseg_lite.widgets import WEAK_BACKGROUND_COLOUR, browse_volume, compose_slice
 
+# Every parameter above, checked here (a bad value stops with one line naming it) and recorded
+# in metrics.json.
+params = check_parameters(globals())
 device = mixseg_lite.setup_notebook(seed, num_threads)
-params = {k: v for k, v in globals().items() if k in {
-    "seed", "num_threads", "output_dir", "image_size", "cardiac_volumes", "cardiac_slices", "brain_volumes",
-    "brain_slices", "brain_modalities", "weak_seed", "static_figures", "data_dir", "public_dataset", "max_cases"}}
 summaries = []  # one row per dataset for metrics.json
 
 

@@ -81,16 +81,16 @@ from mixseg_lite.claims import ENTROPY_CLAIMS
 from mixseg_lite.data.cardiac_sim import make_cardiac_volumes
 from mixseg_lite.data.slices import split_volumes
 from mixseg_lite.losses import entropy_loss, pixel_entropy, pseudo_mask_loss
+from mixseg_lite.parameters import check_parameters
 from mixseg_lite.plotting import show_predictions
 from mixseg_lite.report import committed_tables
 from mixseg_lite.results import format_table, write_metrics
 from mixseg_lite.train import MixedConfig, predict_volumes, run_mixed_ablation
 
+# Every parameter above, checked here (a bad value stops with one line naming it) and recorded
+# in metrics.json.
+params = check_parameters(globals())
 device = mixseg_lite.setup_notebook(seed, num_threads)
-params = {k: v for k, v in globals().items() if k in {
-    "seed", "num_threads", "output_dir", "image_size", "n_volumes", "n_slices", "split_sizes", "weak_kind",
-    "epochs", "batch_size", "learning_rate", "base_width", "depth", "lambda_kd", "lambda_ent",
-    "temperature", "pseudo_threshold", "ramp_up_epochs", "norm", "dice_weight", "class_balance"}}
 
 # %% [markdown]
 # ## 1. Two ways to make a prediction confident

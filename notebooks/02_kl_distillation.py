@@ -88,8 +88,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import mixseg_lite
-from mixseg_lite.claims import MIXED_CLAIMS
+from mixseg_lite.claims import BALANCE_CLAIMS, MIXED_CLAIMS
 from mixseg_lite.data.slices import SliceDataset
+from mixseg_lite.parameters import check_parameters
 from mixseg_lite.plotting import (class_legend, method_colour, plot_curves, plot_seed_curves, show_overlay,
                                   show_predictions)
 from mixseg_lite.report import committed_tables
@@ -99,12 +100,10 @@ from mixseg_lite.train import (DATASETS, METHODS, RECIPES, MixedConfig, load_dat
                                run_mixed_ablation)
 from mixseg_lite.train.mixed import check_recipe_overrides
 
+# Every parameter above, checked here (a bad value stops with one line naming it) and recorded
+# in metrics.json.
+params = check_parameters(globals())
 device = mixseg_lite.setup_notebook(seed, num_threads)
-params = {k: v for k, v in globals().items() if k in {
-    "seed", "num_threads", "output_dir", "dataset", "image_size", "n_volumes", "n_slices", "split_sizes", "weak_kind",
-    "methods", "recipe", "epochs", "batch_size", "learning_rate", "base_width", "depth", "lambda_kd", "lambda_ent",
-    "temperature", "pseudo_threshold", "ramp_up_epochs", "norm", "dice_weight", "class_balance", "recipe_overrides",
-    "assert_orderings"}}
 
 # %% [markdown]
 # ## 1. Data: full masks for a few volumes, seeds for the rest
@@ -262,6 +261,23 @@ else:
         print()
 
 # %% [markdown]
+# The same claims on the two other tasks, under both recipes: the binary LV task of the authors'
+# script (same simulated volumes, background / LV cavity) and the real atlas. They have fewer rows
+# (lower bound, KL, KL + entropy), so only the claims those rows can settle appear. Run this
+# notebook with `dataset="simulated_cardiac_lv"` or `"atlas"` for their full tables.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for other, name in committed.items():
+    if other == dataset or committed_results(name) is None:
+        continue
+    for recipe_name in RECIPES:
+        print(f"== {other}, {recipe_name} recipe ==")
+        print(committed_tables(name, MIXED_CLAIMS, ["method", "branch"], ["dice"], where={"recipe": recipe_name},
+                               rows_table=False))
+        print()
+
+# %% [markdown]
 # **Reading the tables** (simulated cardiac, 5 seeds; the numbers are in the tables above).
 #
 # - *Under our recipe* the method does what mixed supervision promises: the KL + entropy student
@@ -279,6 +295,13 @@ else:
 #   the lower bound alone reaches 0.55). The student does not beat the lower bound there, and the
 #   pseudo-mask student was still improving at the end of the budget (best epoch about 56 of 60), so
 #   *entropy beats pseudo-masks* stays open under that recipe.
+# - *On the other two tasks* the student beats the lower bound under our recipe again (binary LV
+#   about +0.12, atlas about +0.20, every seed). Under the authors' recipe the binary LV task goes
+#   the other way: its only weak labels are foreground seeds, so partial CE and entropy are both
+#   smallest when every pixel is called foreground, and the undetached KL drags the teacher along;
+#   the KL rows peak after about 4 epochs and then collapse (a rerun of seed 0 ends with the student
+#   calling 94% of the pixels LV, which covers 2.3%). *KL + entropy beats KL alone* is not resolved
+#   on either task; on the atlas every seed favours it under our recipe, so more seeds could decide it.
 #
 # So the verdict on a claim depends on the recipe, and each is stated with the setting it holds
 # under. These are 64x64 simulated slices and a UNet of width 8, not the paper's 256x256 ACDC and
@@ -295,7 +318,10 @@ else:
 # half of the pull and entropy about 1%; under the authors' recipe (entropy on `D_s` and `D_w`,
 # averaged over classes as well, weight 1 against KL 20 on doubly-softmaxed outputs) entropy
 # carries most of it. `experiments/mixed_balance_cardiac.yaml` varies `lambda_ent` against
-# `lambda_kd` under our recipe to show where between the two entropy starts to matter.
+# `lambda_kd` under our recipe (second table): entropy's share rises from 0.006 to about 0.22,
+# and yet no setting is resolved against the KL-only student of the same seeds (third table, every
+# difference within 0.01 and every interval about ±0.03 wide). Drowning explains why KL + entropy
+# ties KL under our weights; giving entropy its share does not make it win here either.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -303,8 +329,9 @@ print(committed_tables("mixed_ablation_cardiac", [], ["recipe", "method"],
                        ["dice", "share_kd", "share_ent", "share_pseudo"], where={"branch": "student"}, order=list(RECIPES)))
 if committed_results("mixed_balance_cardiac") is not None:
     print()
-    print(committed_tables("mixed_balance_cardiac", [], ["lambda_kd", "lambda_ent"],
-                           ["dice", "share_weak", "share_kd", "share_ent"], where={"branch": "student"}))
+    print(committed_tables("mixed_balance_cardiac", BALANCE_CLAIMS, ["lambda_kd", "lambda_ent"],
+                           ["dice", "share_weak", "share_kd", "share_ent"], where={"branch": "student"},
+                           compare_with=("mixed_ablation_cardiac", {"recipe": "ours", "method": "kl"})))
 
 # %% [markdown]
 # The shares of the live run (last epoch), for comparison: the authors' recipe gives entropy a far

@@ -87,19 +87,19 @@ from mixseg_lite.cam import normalize_cam
 from mixseg_lite.claims import cam_claims
 from mixseg_lite.data.brain_sim import make_brain_volumes
 from mixseg_lite.data.slices import SliceDataset, split_volumes
+from mixseg_lite.parameters import check_parameters
 from mixseg_lite.plotting import show_overlay
 from mixseg_lite.report import committed_tables
 from mixseg_lite.results import format_table, write_metrics
 from mixseg_lite.train.cam import (CAM_METHODS, CAMConfig, choose_thresholds, empty_baseline, evaluate_cam,
-                                   measure_equivariance, predict_slices, train_cam)
+                                   measure_equivariance, predict_slices, tag_accuracy, train_cam)
 from mixseg_lite.transforms import Transform
 
+# Every parameter above, checked here (a bad value stops with one line naming it) and recorded
+# in metrics.json.
+params = check_parameters(globals())
 device = mixseg_lite.setup_notebook(seed, num_threads)
 started = time.perf_counter()
-params = {k: v for k, v in globals().items() if k in {
-    "seed", "num_threads", "output_dir", "modalities", "image_size", "n_volumes", "n_slices", "split_sizes",
-    "methods", "epochs", "batch_size", "learning_rate", "weight_decay", "base_width", "depth", "er_weight",
-    "cmer_weight", "kl_weight", "tau", "transform_kinds", "max_shift", "scale_range", "thresholds"}}
 
 # %% [markdown]
 # ## 1. Simulated multi-contrast brains, and tags
@@ -186,6 +186,11 @@ for method in methods:
     if method not in results:
         results[method] = train_cam(data["train"], config, method=method)
 print({m: round(sum(r["seconds"] for r in res.log), 1) for m, res in results.items()}, "seconds of training")
+# A CAM is only as good as the network's tags: each network's accuracy on its own training slices,
+# against always answering the more frequent tag. At or below that, the modality learnt nothing.
+print(format_table([{"method": method, "modality": m, **v} for method, res in results.items()
+                    for m, v in tag_accuracy(res, data["train"]).items()],
+                   ["method", "modality", "accuracy", "majority"]))
 
 # %% [markdown]
 # Did ER training make the CAMs equivariant? The same probe on the networks trained with ER:
@@ -362,6 +367,11 @@ print(f"wall time since setup {time.perf_counter() - started:.0f} s; peak reside
       f"{peak_gb:.2f} GB")
 
 # %%
+# The training tag accuracy of each network beside its test scores (the empty baseline has none).
+train_accuracy = {(method, m): v for method, res in results.items() for m, v in tag_accuracy(res, data["train"]).items()}
 metric_rows = [{"method": r["method"], "modality": r["modality"],
-                **{k: r[k] for k in ("dice_3d", "dice_pos", "dice_slice_avg", "accuracy")}} for r in rows]
+                **{k: r[k] for k in ("dice_3d", "dice_pos", "dice_slice_avg", "accuracy")},
+                "train_accuracy": train_accuracy.get((r["method"], r["modality"]), {}).get("accuracy"),
+                "train_majority": train_accuracy.get((r["method"], r["modality"]), {}).get("majority")}
+               for r in rows]
 write_metrics(output_dir, metric_rows, params)

@@ -76,8 +76,8 @@ lambda_kd = None
 lambda_ent = None
 # Hardware
 device = "auto"  # "auto": CUDA, then Apple MPS, then CPU
-amp = False  # mixed precision: float16 + GradScaler on CUDA, bfloat16 on CPU
-channels_last = True  # faster convolutions on CPU and GPU
+amp = False  # mixed precision: float16 + GradScaler on CUDA, bfloat16 on CPU; "auto": where the hardware has fast kernels
+channels_last = None  # memory format; None: chosen by the hardware (printed below with the reason)
 compile = False
 # Checkpoints
 checkpoint_dir = None  # None: <output_dir>/checkpoints
@@ -91,14 +91,13 @@ from pathlib import Path
 from IPython.display import Image, display
 
 import mixseg_lite
+from mixseg_lite.parameters import check_parameters
 from mixseg_lite.results import format_table
 from mixseg_lite.train import DATASETS, load_dataset, run_experiment
 
-params = {k: v for k, v in globals().items() if k in {
-    "seed", "num_threads", "output_dir", "dataset", "data_dir", "split", "n_volumes", "n_slices", "max_cases",
-    "modalities", "image_size", "method", "weak_kind", "epochs", "batch_size", "learning_rate", "weight_decay",
-    "base_width", "depth", "lambda_kd", "lambda_ent", "device", "amp", "channels_last", "compile",
-    "checkpoint_dir", "resume"}}
+# Every parameter above, checked here (a bad value stops with one line naming it) and recorded
+# in metrics.json.
+params = check_parameters(globals())
 device = mixseg_lite.setup_notebook(seed, num_threads, device)
 print(f"device: {device}, CPU threads: {num_threads}")
 
@@ -151,6 +150,9 @@ done = len(result.log) - result.start_epoch
 print(f"{done} epoch(s) trained in {result.train_seconds:.1f} s"
       + (f", resumed after epoch {result.start_epoch}" if result.start_epoch else ""))
 print("settings:", {k: v for k, v in vars(result.config).items() if k not in ("progress",)})
+if result.speed:
+    print(f"memory format: {'channels_last' if result.speed['channels_last'] else 'contiguous'} "
+          f"({result.speed['channels_last_reason']}); autocast: {result.speed['amp']} ({result.speed['amp_reason']})")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -205,8 +207,11 @@ assert again.rows == result.rows and again.log == result.log
 # ```
 #
 # Nothing here assumes a GPU: `device = "auto"` picks CUDA when present. With `amp = True` CUDA
-# runs in float16 with a gradient scaler and CPUs in bfloat16; `channels_last` helps convolutions
-# on recent GPUs; `compile` uses `torch.compile` (a slow first epoch, faster later ones).
+# runs in float16 with a gradient scaler and CPUs in bfloat16 (`amp = "auto"`: only where the
+# hardware has fast kernels, CUDA or a CPU with AVX512-BF16 or AMX); `channels_last = None` lets
+# the hardware choose the memory format (channels_last on CUDA and AVX-512 CPUs, contiguous
+# elsewhere; the run prints the choice and why); `compile` uses `torch.compile` (a slow first
+# epoch, faster later ones).
 # `benchmarks/bench.py --gpu` measures what these options buy on your machine. On a CPU, bfloat16
 # pays off only for wide networks: about 2x faster for the paper's UNet, slower for the width-8
 # UNet of the notebooks (`benchmarks/bench.py --only paper`).

@@ -39,9 +39,9 @@ def test_bf16_dice_verdict_allows_seed_noise_but_not_a_shift():
     assert summary["dice_mean_abs_difference"]["dice_teacher"] == 0.1
 
 
-def test_tiny_paper_and_throughput_benchmarks_run(tmp_path):
+def test_tiny_paper_versus_and_throughput_benchmarks_run(tmp_path):
     output = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, str(BENCH), "--tiny", "--only", "paper,throughput",
+    done = subprocess.run([sys.executable, str(BENCH), "--tiny", "--only", "paper,versus,throughput",
                            "--output", str(output), "--timeout", "600"],
                           capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -49,3 +49,9 @@ def test_tiny_paper_and_throughput_benchmarks_run(tmp_path):
     summary = parts["paper"]["summary"]
     assert summary["bf16_speedup"] > 0 and isinstance(summary["dice_unchanged"], bool)
     assert all(row["slices_per_s"] > 0 for row in parts["throughput"]["rows"])
+    versus = {row["label"]: row for row in parts["versus"]["rows"]}
+    assert not any(row.get("error") for row in versus.values())
+    # the authors' valid-convolution network does less arithmetic per step than ours
+    assert versus["authors, BatchNorm, contiguous"]["gflop_per_step"] < versus["ours, GroupNorm, contiguous"]["gflop_per_step"]
+    assert versus["authors, BatchNorm, contiguous"]["ratio_to_authors"] == 1.0
+    assert parts["versus"]["summary"]["ours_default_gflops_ratio_fp32"] > 0

@@ -104,3 +104,19 @@ def test_bad_input(two_volumes):
         slice_accuracy(np.zeros(3, dtype=bool), target)
     with pytest.raises(InputError, match="columns"):
         evaluate_tag_segmentation(target, target, vi, predicted_positive=np.zeros((8, 2), dtype=bool))
+
+
+def test_volume_dice_scores_skip_volumes_without_the_class_and_average_to_dice_3d():
+    from mixseg_lite.evaluation import volume_dice_scores
+
+    target = np.zeros((4, 4, 4), dtype=np.int64)
+    target[0, :2, :2] = 1          # volume 0: a 4-pixel object
+    target[3, :, :] = 1            # volume 2: 16 pixels
+    pred = np.zeros_like(target)
+    pred[0, :2, :1] = 1            # Dice 2*2/(2+4) = 2/3
+    pred[1, 0, 0] = 1              # false alarm in volume 1, which has no object: left out
+    pred[3, :, :] = 1              # Dice 1
+    volume_index = np.array([0, 1, 2, 2])
+    scores = volume_dice_scores(pred, target, volume_index)
+    np.testing.assert_allclose(scores, [2 / 3, 1.0])
+    assert scores.mean() == pytest.approx(dice_3d(pred, target, volume_index))

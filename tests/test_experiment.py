@@ -18,13 +18,14 @@ import yaml
 import numpy as np
 from fake_datasets import hounsfield_like, make_acdc, make_brats, make_decathlon, write_nifti
 
-import mixseg_lite.train.experiment as experiment
+import mixseg_lite.data.datasets as datasets
 import mixseg_lite.train.mixed as mixed
 from mixseg_lite import InputError
 from mixseg_lite.data.atlas import atlas_dir
 from mixseg_lite.train import load_dataset, run_experiment
-from mixseg_lite.train.experiment import (DATASETS, DEFAULT_SPLITS, PUBLIC_DATASETS, default_split, resolve_split,
-                                          suggest_split, supported_methods)
+from mixseg_lite.data.datasets import (DATASETS, DEFAULT_SPLITS, PUBLIC_DATASETS, default_split, resolve_split,
+                                       suggest_split)
+from mixseg_lite.train.experiment import supported_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,8 +88,8 @@ def test_unknown_dataset_and_missing_data_dir(tmp_path):
 def test_acdc_keeps_both_phases_of_a_patient_together_and_caches(tmp_path, monkeypatch):
     root = make_acdc(tmp_path / "ACDC", num_patients=4)
     builds = []
-    original = experiment._build_public
-    monkeypatch.setattr(experiment, "_build_public", lambda *a: builds.append(a) or original(*a))
+    original = datasets._build_public
+    monkeypatch.setattr(datasets, "_build_public", lambda *a: builds.append(a) or original(*a))
     kwargs = dict(image_size=16, split={"full": 1, "weak": None, "test": 1}, cache_dir=tmp_path / "cache")
     splits = load_dataset("acdc", root, **kwargs)
     assert {k: len(v) for k, v in splits.items()} == {"full": 2, "weak": 4, "val": 0, "test": 2}

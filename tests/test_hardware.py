@@ -53,3 +53,34 @@ def test_setup_notebook_prints_the_machine(capsys, monkeypatch):
         assert "numbers below come from:" in capsys.readouterr().out
     finally:
         torch.set_num_threads(before)
+
+
+def test_speed_options_left_to_the_hardware_are_resolved_with_a_reason():
+    import torch
+
+    from mixseg_lite.hardware import bf16_autocast_is_fast, choose_channels_last
+    from mixseg_lite.train.mixed import MixedConfig, resolve_speed
+
+    cpu = torch.device("cpu")
+    config, speed = resolve_speed(MixedConfig(amp="auto"), cpu)
+    assert (config.channels_last, config.amp) == (choose_channels_last(cpu)[0], bf16_autocast_is_fast(cpu)[0])
+    assert speed["channels_last_reason"] and speed["amp_reason"]
+    config, speed = resolve_speed(MixedConfig(channels_last=True, amp=False), cpu)
+    assert config.channels_last is True and config.amp is False and speed["channels_last_reason"] == "set in the config"
+    # CUDA's choice does not need a GPU to be stated
+    assert choose_channels_last(torch.device("cuda"))[0] is True and bf16_autocast_is_fast(torch.device("cuda"))[0]
+
+
+def test_a_limited_kernel_path_chooses_contiguous(monkeypatch):
+    import torch
+
+    from mixseg_lite.hardware import choose_channels_last
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert choose_channels_last(torch.device("cpu"))[0] is True
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    layout, reason = choose_channels_last(torch.device("cpu"))
+    assert layout is False and "SSE41" in reason
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert choose_channels_last(torch.device("cpu"))[0] is False

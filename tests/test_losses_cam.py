@@ -176,3 +176,51 @@ def test_bad_input():
         class_kl(torch.rand(2, 2), torch.rand(2, 2), tau=0.0)
     with pytest.raises(InputError, match="one class per slice"):
         classification_loss(torch.rand(2, 2), torch.rand(2, 2), torch.zeros(2, 2))
+
+
+def _unit(maps):
+    return maps / maps.flatten(-2).norm(dim=-1)[..., None, None]
+
+
+def test_cmer_at_the_reference_scale_is_the_mean_over_every_element():
+    """The formula of gaurav104/WSS-CMER's CMER_loss (torch.mean of the squared difference of
+    spatially L2-normalised maps), with every slice selected, one channel and no valid mask."""
+    torch.manual_seed(0)
+    pi_maps, maps_pi = torch.rand(2, 6, 1, 8, 8), torch.rand(2, 6, 1, 8, 8)
+    everything = torch.ones(6, dtype=torch.bool)
+    cmer = cross_modal_equivariance_loss(pi_maps, maps_pi, everything, torch.ones(2, 6, dtype=torch.bool),
+                                         reduction="reference")
+    for i, j in ((0, 1), (1, 0)):
+        expected = 0.5 * (((_unit(pi_maps[i]) - _unit(maps_pi[j])) ** 2).mean()
+                          + ((_unit(maps_pi[i]) - _unit(pi_maps[j])) ** 2).mean())
+        assert float(cmer[i]) == pytest.approx(float(expected), rel=1e-6)
+    ours = cross_modal_equivariance_loss(pi_maps, maps_pi, everything, torch.ones(2, 6, dtype=torch.bool))
+    torch.testing.assert_close(ours, cmer * 64)  # the old scale: H * W times stronger when every slice counts
+
+
+def test_cmer_reference_counts_unselected_slices_as_zero_and_selects_each_pair_by_its_view():
+    torch.manual_seed(1)
+    pi_maps, maps_pi = torch.rand(2, 4, 1, 5, 5), torch.rand(2, 4, 1, 5, 5)
+    positive = torch.tensor([True, True, False, True])
+    on_pi = torch.tensor([[True, False, True, True], [True, True, True, False]])
+    on_x = torch.tensor([[False, False, True, True], [True, True, False, True]])
+    cmer = cross_modal_equivariance_loss(pi_maps, maps_pi, positive, on_pi, reduction="reference",
+                                         predicted_positive_original=on_x)
+    i, j = 0, 1
+    s1, s2 = positive & on_pi[j], positive & on_x[j]
+    d1 = ((_unit(pi_maps[i]) - _unit(maps_pi[j])) ** 2).sum(dim=(1, 2, 3)) * s1
+    d2 = ((_unit(maps_pi[i]) - _unit(pi_maps[j])) ** 2).sum(dim=(1, 2, 3)) * s2
+    assert float(cmer[i]) == pytest.approx(float(0.5 * (d1.sum() + d2.sum()) / (4 * 25)), rel=1e-6)
+
+
+def test_er_at_the_reference_scale_divides_by_the_whole_batch():
+    torch.manual_seed(2)
+    a, b = torch.rand(4, 1, 6, 6), torch.rand(4, 1, 6, 6)
+    positive = torch.tensor([True, False, True, False])
+    reference = equivariance_loss(a, b, positive, reduction="reference")
+    expected = (((a - b) ** 2)[positive]).sum() / a.numel()
+    assert float(reference) == pytest.approx(float(expected), rel=1e-6)
+    # the old scale is B / |P| = 2 times stronger here (no valid mask)
+    assert float(equivariance_loss(a, b, positive)) == pytest.approx(2 * float(reference), rel=1e-6)
+    with pytest.raises(InputError, match="unknown reduction 'sum'"):
+        equivariance_loss(a, b, positive, reduction="sum")

@@ -177,3 +177,20 @@ def test_error_messages_name_the_problem():
         supervised_loss(torch.randn(2, 3, 4, 4), torch.full((2, 4, 4), 3))
     with pytest.raises(InputError, match="empty batch"):
         entropy_loss(torch.randn(0, 3, 4, 4))
+
+
+def test_the_one_kl_divergence_matches_scipy_and_torch():
+    from scipy.special import rel_entr
+
+    from mixseg_lite.losses import kl_divergence
+
+    torch.manual_seed(0)
+    p_logits, q_logits = torch.randn(2, 4, 3, 5, dtype=torch.float64), torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    ours = kl_divergence(p_logits.log_softmax(1), q_logits.log_softmax(1))
+    assert ours.shape == (2, 3, 5)
+    p, q = p_logits.softmax(1).numpy(), q_logits.softmax(1).numpy()
+    assert torch.allclose(ours, torch.from_numpy(rel_entr(p, q).sum(1)))
+    torch_kl = torch.nn.functional.kl_div(q_logits.log_softmax(1), p_logits.log_softmax(1), reduction="none",
+                                          log_target=True).sum(1)
+    assert torch.allclose(ours, torch_kl)
+    assert torch.all(kl_divergence(p_logits.log_softmax(1), p_logits.log_softmax(1)) == 0)

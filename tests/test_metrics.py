@@ -5,7 +5,7 @@ import pytest
 
 from mixseg_lite.data.volume import Volume
 from mixseg_lite.errors import InputError
-from mixseg_lite.metrics import dice, evaluate_volume, evaluate_volumes, hd95, summarize
+from mixseg_lite.metrics import dice, evaluate_volume, evaluate_volumes, hd95, summarize_per_volume
 
 
 def square(shape=(32, 32), rows=(10, 20), cols=(10, 20)) -> np.ndarray:
@@ -221,7 +221,7 @@ RECORDS = [
 
 
 def test_summarize_per_class():
-    summary = summarize(RECORDS)
+    summary = summarize_per_volume(RECORDS)
     rv, lv = summary["per_class"]["RV"], summary["per_class"]["LV"]
     assert rv["dice"] == pytest.approx({"mean": 0.7, "std": 0.1, "n": 2})
     assert rv["hd95_mm"] == pytest.approx({"mean": 6.0, "std": 2.0, "n": 2})
@@ -231,16 +231,16 @@ def test_summarize_per_class():
 
 def test_summarize_mean_averages_classes_within_each_volume_first():
     # Volume means: dice a=0.7, b=0.9; hd95 a=3, b=4. Population std (ddof=0) over 2 volumes.
-    summary = summarize(RECORDS)
+    summary = summarize_per_volume(RECORDS)
     assert summary["mean"]["dice"] == pytest.approx({"mean": 0.8, "std": 0.1, "n": 2})
     assert summary["mean"]["hd95_mm"] == pytest.approx({"mean": 3.5, "std": 0.5, "n": 2})
 
 
 def test_summarize_selected_metrics_and_bad_records():
-    assert set(summarize(RECORDS, metrics=("dice",))["mean"]) == {"dice"}
+    assert set(summarize_per_volume(RECORDS, metrics=("dice",))["mean"]) == {"dice"}
     with pytest.raises(InputError, match="empty"):
-        summarize([])
+        summarize_per_volume([])
     with pytest.raises(InputError, match="lacks keys"):
-        summarize([{"case_id": "a", "class": "RV", "dice": 1.0}])
+        summarize_per_volume([{"case_id": "a", "class": "RV", "dice": 1.0}])
     with pytest.raises(InputError, match="appears twice"):
-        summarize(RECORDS + RECORDS[:1])
+        summarize_per_volume(RECORDS + RECORDS[:1])

@@ -191,12 +191,40 @@ def test_an_unavailable_device_fails_where_it_enters(device):
         CAMConfig(device=device)
 
 
-@pytest.mark.parametrize("field", ["er_weight", "cmer_weight", "kl_weight", "lr"])
-def test_cam_weights_and_rate_are_checked(field):
+CAM_BAD_FIELD_VALUES = {  # one bad value per field of CAMConfig, and what the error must say
+    "method": ("seam", "unknown method"), "epochs": (-1, "epochs must be an integer >= 0"),
+    "steps_per_epoch": (2.0, "steps_per_epoch must be an integer >= 1 or None"),
+    "batch_size": (0, "batch_size must be an integer >= 1"), "lr": (-1.0, "lr must be a number > 0"),
+    "weight_decay": (-0.1, "weight_decay must be a number >= 0"), "er_weight": (-1.0, "er_weight must be >= 0"),
+    "cmer_weight": ("1", "cmer_weight must be a number"), "kl_weight": (-0.5, "kl_weight must be >= 0"),
+    "tau": (0, "tau must be a number > 0"), "transform_kinds": (("hflip", "shear"), "transform_kinds must be a non-empty list"),
+    "max_shift": (1.0, "max_shift must be a number >= 0 and <= 0.99"),
+    "scale_range": ((1.3, 0.7), "scale_range must be two numbers (low, high) with 0 < low <= high"),
+    "multilabel": ("yes", "multilabel must be True or False"),
+    "supervised_dice_weight": (-1.0, "supervised_dice_weight must be >= 0"),
+    "equivariance_maps": ("cams", "unknown equivariance_maps"),
+    "equivariance_reduction": ("sum", "unknown equivariance_reduction"), "modalities": ("t1", "modalities must be a list"),
+    "base_width": (0, "base_width must be an integer >= 1"), "depth": (0, "depth must be an integer >= 1 and <= 8"),
+    "norm": ("layer", "unknown norm"), "recalibrate_norm": (1, "recalibrate_norm must be True or False"),
+    "seed": (0.5, "seed must be an integer >= 0"), "device": ("tpu", "device 'tpu' is not a device name"),
+    "progress": ("no", "progress must be True or False"),
+}
+
+
+def test_every_cam_config_field_has_a_bad_value_test():
     from mixseg_lite.train.cam import CAMConfig
 
-    with pytest.raises(InputError, match=field):
-        CAMConfig(**{field: -1.0})
+    assert set(CAM_BAD_FIELD_VALUES) == {f.name for f in dataclasses.fields(CAMConfig)}
+
+
+@pytest.mark.parametrize("field", sorted(CAM_BAD_FIELD_VALUES))
+def test_each_cam_config_field_is_checked_where_it_enters(field):
+    from mixseg_lite.train.cam import CAMConfig
+
+    value, message = CAM_BAD_FIELD_VALUES[field]
+    with pytest.raises(InputError, match=re.escape(message)) as error:
+        CAMConfig(**{field: value})
+    assert "\n" not in str(error.value)
 
 
 def test_gradient_shares_follow_the_weights():
@@ -260,7 +288,7 @@ BAD_FIELD_VALUES = {  # one bad value per field of MixedConfig, and what the err
     "weak_kind": ("blob", "unknown weak_kind"), "base_width": (0, "base_width must be an integer >= 1"),
     "depth": (9, "depth must be an integer >= 1 and <= 8"), "norm": ("layer", "unknown norm"),
     "seed": (-1, "seed must be an integer >= 0"), "device": ("tpu", "device 'tpu' is not a device name"),
-    "amp": ("no", "amp must be True or False"), "channels_last": (None, "channels_last must be True or False"),
+    "amp": ("no", "amp must be True, False or 'auto'"), "channels_last": ("yes", "channels_last must be True or False or None"),
     "compile": (0, "compile must be True or False"), "deterministic": ("on", "deterministic must be True or False"),
     "select_best": (None, "select_best must be True or False"), "progress": (2, "progress must be True or False"),
 }

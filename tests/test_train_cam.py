@@ -114,3 +114,27 @@ def test_bad_input(data):
         train_cam(train, method="cam", modalities=("T2", "T1ce"), **TINY)
     with pytest.raises(InputError, match="empty"):
         train_cam([], method="cam", **TINY)
+
+
+def test_reference_scale_trains_with_much_smaller_regularisers(data):
+    train, _ = data
+    ours = train_cam(train, method="cam_er_cmer", modalities=("T2", "FLAIR"), **TINY)
+    reference = train_cam(train, method="cam_er_cmer", modalities=("T2", "FLAIR"),
+                          equivariance_reduction="reference", **TINY)
+    assert all(math.isfinite(v) for r in reference.log for v in r.values())
+    # same first batch, same networks: the reference mean is far below the per-selected-slice sum
+    assert reference.log[0]["cmer"] < ours.log[0]["cmer"] / 10
+    assert reference.log[0]["er"] <= ours.log[0]["er"]
+
+
+def test_tag_accuracy_reports_each_network_against_the_majority_answer(data):
+    from mixseg_lite.train.cam import tag_accuracy
+
+    train, _ = data
+    result = train_cam(train, method="cam", modalities=("T2", "FLAIR"), **TINY)
+    accuracy = tag_accuracy(result, train)
+    positive = (train.tags[:, 1:] > 0).any(dim=1).float().mean().item()
+    assert set(accuracy) == {"T2", "FLAIR"}
+    for entry in accuracy.values():
+        assert 0.0 <= entry["accuracy"] <= 1.0
+        assert entry["majority"] == pytest.approx(max(positive, 1 - positive))

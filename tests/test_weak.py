@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from mixseg_lite import UNLABELLED
 from mixseg_lite.errors import InputError
-from mixseg_lite.weak import (WEAK_KINDS, boxes, eroded_seeds, image_tags, make_weak_label,
+from mixseg_lite.weak import (boxes, eroded_seeds, image_tags, make_weak_label,
                               random_points, scribbles)
 
 EIGHT = ndimage.generate_binary_structure(2, 2)

@@ -183,7 +183,7 @@ def read_modality_files(paths: list[Path]):
 
     Returns ``(image, affine, spacing_zyx)`` of the first file.
     """
-    channels = []
+    channels, affine, spacing = [], None, None
     for path in paths:
         channel, ch_affine, ch_spacing = read_image(path, num_modalities=1)
         if channels:

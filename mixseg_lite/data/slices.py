@@ -85,6 +85,35 @@ class SliceDataset(Dataset):
         return {"image": self.images[index], "label": self.labels[index], "weak": self.weak[index],
                 "tags": self.tags[index], "volume": self.volume_index[index], "slice": self.slice_index[index]}
 
+    def to_volumes(self, labels) -> list[np.ndarray]:
+        """Per-slice maps ``(N, H, W)`` (in this dataset's slice order) back into one ``(Z, H, W)``
+        int64 array per volume, slices in ``z`` order."""
+        labels = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels)
+        if labels.shape[0] != len(self):
+            raise InputError(f"{labels.shape[0]} slice maps for a dataset of {len(self)} slices")
+        volume_index, slice_index = self.volume_index.numpy(), self.slice_index.numpy()
+        out = []
+        for v in range(len(self.volumes)):
+            rows = np.flatnonzero(volume_index == v)
+            out.append(labels[rows[np.argsort(slice_index[rows])]].astype(np.int64))
+        return out
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator, skip: int = 0):
+    """Endless stream of index batches for :meth:`SliceDataset.batch`: shuffled passes over
+    ``range(n)`` (the last batch of a pass may be smaller), the first ``skip`` batches dropped so a
+    resumed run continues the very same stream. ``generator`` is the only source of randomness."""
+    def batches():
+        while True:
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, batch_size):
+                yield order[start:start + batch_size]
+
+    stream = batches()
+    for _ in range(skip):
+        next(stream)
+    return stream
+
 
 def split_volumes(volumes: list[Volume], sizes: dict[str, int], seed: int = 0) -> dict[str, list[Volume]]:
     """Split volumes (never slices: no patient in two groups) into named groups of given sizes.

@@ -1,5 +1,6 @@
 """Losses of both methods. Each is a small function with its formula and tensor shapes documented."""
 
+from mixseg_lite.losses.divergence import kl_divergence  # noqa: F401
 from mixseg_lite.losses.mixed import (  # noqa: F401
     dice_loss,
     entropy_loss,

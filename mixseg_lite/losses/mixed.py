@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from mixseg_lite import UNLABELLED
 from mixseg_lite.errors import InputError, check_label_values
+from mixseg_lite.losses.divergence import kl_divergence
 
 
 def _check_logits(logits: torch.Tensor, name: str = "logits") -> None:
@@ -150,8 +151,7 @@ def kl_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     _check_pair(student_logits, teacher_logits, temperature)
     log_p_t = ((teacher_logits.detach() if detach_teacher else teacher_logits) / temperature).log_softmax(dim=1)
     log_p_s = (student_logits / temperature).log_softmax(dim=1)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
-    return temperature**2 * kl.mean()
+    return temperature**2 * kl_divergence(log_p_t, log_p_s).mean()
 
 
 def authors_kl_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -164,7 +164,8 @@ def authors_kl_distillation(student_logits: torch.Tensor, teacher_logits: torch.
     ``0.5 T^2 * mean_{b,c,h,w} q_s (log q_s - log q_t)``. Three quirks against :func:`kl_distillation`:
     the softmax is applied twice (to probabilities in [0, 1], so ``q`` is nearly uniform and the
     term is small), the direction is KL(student || teacher), and 'mean' averages over classes
-    too (a factor 1/C). Gradients reach both branches unless ``detach_teacher``.
+    too (a factor 1/C). Gradients reach both branches unless ``detach_teacher``. Written out, not
+    with :func:`~mixseg_lite.losses.divergence.kl_divergence`, so it stays a literal transcription.
 
     Args:
         student_logits, teacher_logits: ``(B, C, H, W)``.

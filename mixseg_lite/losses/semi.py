@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mixseg_lite.errors import InputError, check_choice
+from mixseg_lite.losses.divergence import kl_divergence
 from mixseg_lite.losses.mixed import _check_logits
 
 
@@ -107,9 +108,8 @@ def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     if kind == "mse":
         sq = (student_logits.softmax(dim=1) - teacher_logits.softmax(dim=1)) ** 2
         return sq.mean() if reduction == "mean" else sq.sum() / student_logits.shape[1]
-    kl = F.kl_div(student_logits.log_softmax(dim=1), teacher_logits.log_softmax(dim=1),
-                  reduction="sum", log_target=True)  # log-space target: no 0 * log 0 for saturated p_t
-    return kl / (student_logits.numel() // student_logits.shape[1]) if reduction == "mean" else kl
+    kl = kl_divergence(teacher_logits.log_softmax(dim=1), student_logits.log_softmax(dim=1))  # (B, H, W)
+    return kl.mean() if reduction == "mean" else kl.sum()
 
 
 def sigmoid_rampup(current: float, rampup_length: float) -> float:

@@ -11,4 +11,5 @@ from mixseg_lite.train.mixed import (  # noqa: F401
     train_mixed,
 )
 from mixseg_lite.train.cam import CAM_METHODS, CAMConfig, CAMResult, evaluate_cam, train_cam, train_supervised  # noqa: F401,E501
-from mixseg_lite.train.experiment import DATASETS, ExperimentResult, load_dataset, run_experiment, supported_methods  # noqa: F401,E501
+from mixseg_lite.data.datasets import DATASETS, load_dataset  # noqa: F401  (re-exported: notebooks train on them)
+from mixseg_lite.train.experiment import ExperimentResult, run_experiment, supported_methods  # noqa: F401

@@ -42,15 +42,16 @@ from tqdm.auto import tqdm
 
 from mixseg_lite.cam import (THRESHOLDS, CAMNet, cam_to_mask, choose_threshold, normalize_cam, predict_cams,
                              tag_targets)
-from mixseg_lite.data.slices import SliceDataset
+from mixseg_lite.data.slices import SliceDataset, index_batches
 from mixseg_lite.data.volume import Volume
-from mixseg_lite.errors import InputError, check_choice, check_nonempty
+from mixseg_lite.errors import InputError, check_choice, check_field, check_nonempty, is_number
 from mixseg_lite.evaluation import evaluate_tag_segmentation
-from mixseg_lite.losses.cam import class_kl, classification_loss, cross_modal_equivariance_loss, equivariance_loss
+from mixseg_lite.losses.cam import (REDUCTIONS, class_kl, classification_loss, cross_modal_equivariance_loss,
+                                    equivariance_loss)
 from mixseg_lite.losses.mixed import supervised_loss
-from mixseg_lite.models import UNet
+from mixseg_lite.models import NORMS, UNet
 from mixseg_lite.runtime import pick_device, seed_everything
-from mixseg_lite.transforms import RANDOM_KINDS, sample_transform
+from mixseg_lite.transforms import KINDS, RANDOM_KINDS, sample_transform
 
 # Which regularisers each ablation row switches on; their weights live in CAMConfig.
 CAM_METHODS: dict[str, dict] = {
@@ -61,6 +62,21 @@ CAM_METHODS: dict[str, dict] = {
     "supervised":     {"er": False, "cmer": False, "kl": False},
 }
 """Ablation rows of REFERENCE B; ``"cam_er_cmer_kl"`` is the method, ``"supervised"`` the upper bound."""
+
+EQUIVARIANCE_MAPS = ("foreground", "all")
+
+# Every numeric and boolean field of CAMConfig: (type, lowest, highest, None allowed), as
+# mixseg_lite.train.mixed.FIELD_RANGES; the loss weights are also >= 0 (checked with a reason).
+CAM_FIELD_RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
+    "epochs": ("int", 0, None, False), "steps_per_epoch": ("int", 1, None, True), "batch_size": ("int", 1, None, False),
+    "base_width": ("int", 1, None, False), "depth": ("int", 1, 8, False), "seed": ("int", 0, None, False),
+    "lr": ("positive", 0, None, False), "tau": ("positive", 0, None, False),
+    "weight_decay": ("number", 0, None, False), "max_shift": ("number", 0, 0.99, False),
+    "er_weight": ("number", None, None, False), "cmer_weight": ("number", None, None, False),
+    "kl_weight": ("number", None, None, False), "supervised_dice_weight": ("number", None, None, False),
+    "multilabel": ("bool", None, None, False), "recalibrate_norm": ("bool", None, None, False),
+    "progress": ("bool", None, None, False),
+}
 
 
 @dataclass
@@ -84,6 +100,10 @@ class CAMConfig:
     multilabel: bool = False            # BCE per foreground class instead of softmax present/absent
     supervised_dice_weight: float = 1.0  # "supervised" row: CE + this * soft Dice
     equivariance_maps: str = "foreground"  # [choose] maps ER / CMER compare: "foreground" CAMs or "all" maps
+    # How ER and CMER average (mixseg_lite.losses.cam.REDUCTIONS): "reference" is the reference
+    # code's mean over batch x channels x pixels; "per_selected_slice" (the committed sweeps so far)
+    # is 2.5-4x (ER) and thousands of times (CMER) stronger at the same weight.
+    equivariance_reduction: str = "per_selected_slice"
     modalities: tuple[str, ...] | None = None  # default: every modality of the volumes
     base_width: int = 8
     depth: int = 3
@@ -95,19 +115,32 @@ class CAMConfig:
 
     def __post_init__(self) -> None:
         check_choice(self.method, CAM_METHODS, "method")
-        if self.epochs < 0 or self.batch_size < 1:
-            raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
-        for name in ("er_weight", "cmer_weight", "kl_weight", "weight_decay", "supervised_dice_weight"):
+        check_choice(self.equivariance_maps, EQUIVARIANCE_MAPS, "equivariance_maps")
+        check_choice(self.equivariance_reduction, REDUCTIONS, "equivariance_reduction")
+        check_choice(self.norm, NORMS, "norm")
+        for name, (kind, low, high, allow_none) in CAM_FIELD_RANGES.items():
+            check_field(name, getattr(self, name), kind, low, high, allow_none)
+        for name in ("er_weight", "cmer_weight", "kl_weight", "supervised_dice_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0 (a negative weight would maximise its loss), "
                                  f"got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise InputError(f"lr must be > 0, got {self.lr}")
+        if (isinstance(self.transform_kinds, str) or not isinstance(self.transform_kinds, (tuple, list))
+                or not self.transform_kinds or any(kind not in KINDS for kind in self.transform_kinds)):
+            raise InputError(f"transform_kinds must be a non-empty list of {', '.join(KINDS)}, "
+                             f"got {self.transform_kinds!r}")
+        if (not isinstance(self.scale_range, (tuple, list)) or len(self.scale_range) != 2
+                or not all(is_number(s) for s in self.scale_range)
+                or not 0 < self.scale_range[0] <= self.scale_range[1]):
+            raise InputError(f"scale_range must be two numbers (low, high) with 0 < low <= high, "
+                             f"got {self.scale_range!r}")
+        if self.modalities is not None and (isinstance(self.modalities, str)
+                                            or not isinstance(self.modalities, (tuple, list))
+                                            or len(self.modalities) < 1
+                                            or not all(isinstance(m, str) for m in self.modalities)):
+            raise InputError(f"modalities must be a list of modality names or None, got {self.modalities!r}")
         pick_device(self.device)  # an unavailable device fails here, naming the available ones
-        if self.equivariance_maps not in ("foreground", "all"):
-            raise InputError(f"equivariance_maps must be 'foreground' or 'all', got {self.equivariance_maps!r}")
         self.transform_kinds = tuple(self.transform_kinds)
-        self.scale_range = tuple(self.scale_range)
+        self.scale_range = tuple(float(s) for s in self.scale_range)
         if self.modalities is not None:
             self.modalities = tuple(self.modalities)
 
@@ -154,14 +187,6 @@ def _modality_columns(dataset: SliceDataset, modalities) -> tuple[tuple[str, ...
     return names, [dataset.modalities.index(m) for m in names]
 
 
-def _cycle_batches(n: int, batch_size: int, generator: torch.Generator):
-    """Endless stream of index batches: shuffled passes over ``range(n)``."""
-    while True:
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch_size):
-            yield order[start:start + batch_size]
-
-
 def train_cam(data: list[Volume] | SliceDataset, config: CAMConfig | None = None, **overrides) -> CAMResult:
     """Train one network per modality for one ablation row (see :data:`CAM_METHODS`).
 
@@ -200,7 +225,7 @@ def train_cam(data: list[Volume] | SliceDataset, config: CAMConfig | None = None
     parameters = [p for net in nets.values() for p in net.parameters()]
     optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     steps = config.steps_per_epoch or max(1, math.ceil(len(dataset) / config.batch_size))
-    batches = _cycle_batches(len(dataset), config.batch_size, sampler)
+    batches = index_batches(len(dataset), config.batch_size, sampler)
     step_fn = _supervised_step if supervised else _cam_step
 
     log: list[dict] = []
@@ -269,7 +294,7 @@ def _cam_step(nets, modalities, images, batch, config: CAMConfig, sampler, devic
     targets = tag_targets(batch["tags"], config.multilabel).to(device)
     positive = (batch["tags"][:, 1:] > 0).any(dim=1).to(device)
 
-    scores, t_scores, pi_cams, cams_of_pi, predicted = [], [], [], [], []
+    scores, t_scores, pi_cams, cams_of_pi, predicted, predicted_on_pi = [], [], [], [], [], []
     for i, m in enumerate(modalities):
         net = nets[m]
         # Both views in one forward pass: half the Python overhead, same arithmetic per view.
@@ -284,14 +309,23 @@ def _cam_step(nets, modalities, images, batch, config: CAMConfig, sampler, devic
         pi_cams.append(pi.apply(cams[:B]))
         cams_of_pi.append(cams[B:])
         predicted.append(net.predict_positive(s[:B].detach()).any(dim=1))
+        predicted_on_pi.append(net.predict_positive(s[B:].detach()).any(dim=1))
 
     losses = {"cls": sum(classification_loss(s, ts, targets, config.multilabel) for s, ts in zip(scores, t_scores))}
     if terms["er"]:
-        losses["er"] = config.er_weight * sum(equivariance_loss(a, b, positive, valid)
+        losses["er"] = config.er_weight * sum(equivariance_loss(a, b, positive, valid, config.equivariance_reduction)
                                               for a, b in zip(pi_cams, cams_of_pi))
     if terms["cmer"]:
+        if config.equivariance_reduction == "reference":
+            # As the reference: the partner's prediction on pi(x) selects the slices of the pair
+            # pi(M_i(x)) vs M_j(pi(x)), its prediction on x those of the other pair.
+            selection = {"predicted_positive": torch.stack(predicted_on_pi),
+                         "predicted_positive_original": torch.stack(predicted)}
+        else:
+            selection = {"predicted_positive": torch.stack(predicted)}
         losses["cmer"] = config.cmer_weight * cross_modal_equivariance_loss(
-            torch.stack(pi_cams), torch.stack(cams_of_pi), positive, torch.stack(predicted), valid).sum()
+            torch.stack(pi_cams), torch.stack(cams_of_pi), positive, valid=valid,
+            reduction=config.equivariance_reduction, **selection).sum()
     if terms["kl"]:
         M = len(modalities)
         kl = 0.0
@@ -353,6 +387,18 @@ def predict_slices(result: CAMResult, dataset: SliceDataset, thresholds: dict[st
             entry["labels"] = cam_to_mask(entry["maps"], entry["positive"], t)
         out[m] = entry
     return out
+
+
+def tag_accuracy(result: CAMResult, dataset: SliceDataset) -> dict[str, dict[str, float]]:
+    """How well each network tells positive from negative slices of ``dataset`` (e.g. its own
+    training slices): ``{modality: {"accuracy", "majority"}}``, ``majority`` the accuracy of always
+    answering the more frequent tag. A network at or below ``majority`` has not learnt its tags, and
+    its CAMs are meaningless (issue: a T2 network predicting no positive slice at all)."""
+    positive = (dataset.tags[:, 1:] > 0).any(dim=1)
+    majority = float(max(positive.float().mean(), 1 - positive.float().mean()))
+    predictions = predict_slices(result, dataset, None)
+    return {m: {"accuracy": float((entry["positive"].any(dim=1) == positive).float().mean()), "majority": majority}
+            for m, entry in predictions.items()}
 
 
 @torch.no_grad()

@@ -41,14 +41,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mixseg_lite.data.slices import SliceDataset
+from mixseg_lite.data.slices import SliceDataset, index_batches
 from mixseg_lite.data.volume import Volume
 from mixseg_lite.errors import InputError, check_choice, check_field, check_nonempty, is_number
 from mixseg_lite.losses.semi import (consistency_loss, cross_pseudo_supervision_loss, ema_decay, ema_update,
                                      sigmoid_rampup)
 from mixseg_lite.losses.mixed import (authors_entropy, authors_kl_distillation, entropy_loss, kl_distillation,
                                       partial_cross_entropy, pseudo_mask_loss, supervised_loss)
-from mixseg_lite.metrics import evaluate_volumes, summarize
+from mixseg_lite.metrics import evaluate_volumes, summarize_per_volume
 from mixseg_lite.models import DualBranchUNet
 from mixseg_lite.weak import WEAK_KINDS
 from mixseg_lite.runtime import pick_device, seed_everything, set_deterministic
@@ -123,7 +123,7 @@ FIELD_RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "lambda_kd": ("number", None, None, False), "lambda_ent": ("number", None, None, False),
     "lambda_w": ("number", None, None, False), "lambda_semi": ("number", None, None, True),
     "detach_teacher": ("bool", None, None, False), "duplicate_full_batch": ("bool", None, None, False),
-    "amp": ("bool", None, None, False), "channels_last": ("bool", None, None, False),
+    "channels_last": ("bool", None, None, True),
     "compile": ("bool", None, None, False), "deterministic": ("bool", None, None, False),
     "select_best": ("bool", None, None, False), "progress": ("bool", None, None, False),
 }
@@ -213,8 +213,8 @@ class MixedConfig:
     norm: str | None = None
     seed: int = 0
     device: str = "auto"
-    amp: bool = False                   # bfloat16 autocast on CPU, float16 + GradScaler on CUDA
-    channels_last: bool = True          # ~30% faster convolutions on CPU as well as GPU
+    amp: bool | str = False             # bfloat16 autocast on CPU, float16 + GradScaler on CUDA; "auto": by hardware
+    channels_last: bool | None = None   # None: chosen by the hardware (hardware.choose_channels_last), logged
     compile: bool = False
     deterministic: bool = False         # identical CUDA runs (runtime.set_deterministic), at some speed cost
     select_best: bool = True            # return the weights of the best validation epoch
@@ -230,6 +230,9 @@ class MixedConfig:
             check_choice(getattr(self, name), choices, name)
         for name, (kind, low, high, allow_none) in FIELD_RANGES.items():
             check_field(name, getattr(self, name), kind, low, high, allow_none)
+        if self.amp not in (True, False, "auto") or not isinstance(self.amp, (bool, str)):
+            raise InputError(f"amp must be True, False or 'auto' (bfloat16/float16 where the hardware has fast "
+                             f"kernels), got {self.amp!r}")
         for name in ("lambda_kd", "lambda_ent", "lambda_w", "lambda_semi"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0 (a negative weight would maximise its loss), "
@@ -264,22 +267,37 @@ class TrainResult:
     # Weights after the last epoch; ``model`` holds the best validation epoch's when select_best.
     last_state: dict | None = None
     best_epoch: int | None = None       # 1-based epoch of ``model``'s weights
+    # What the hardware choices resolved to, and why: {"channels_last", "channels_last_reason", "amp", "amp_reason"}.
+    speed: dict | None = None
 
 
-def _batch_stream(n: int, batch_size: int, seed: int, stream: int, skip: int = 0):
-    """Endless index batches (shuffled passes over ``range(n)``), the first ``skip`` dropped."""
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
+def resolve_speed(config: MixedConfig, device: torch.device) -> tuple[MixedConfig, dict]:
+    """``channels_last=None`` and ``amp="auto"`` replaced by the hardware's choice; the reasons.
 
-    def batches():
-        while True:
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n, batch_size):
-                yield order[start:start + batch_size]
+    The choices (:func:`mixseg_lite.hardware.choose_channels_last`,
+    :func:`~mixseg_lite.hardware.bf16_autocast_is_fast`) follow ``make bench`` measurements, so a
+    default never slows a run down; a value the user set is kept, and the reason says when the
+    hardware makes it slow.
+    """
+    from mixseg_lite.hardware import bf16_autocast_is_fast, choose_channels_last
 
-    it = batches()
-    for _ in range(skip):
-        next(it)
-    return it
+    if config.channels_last is None:
+        channels_last, layout_reason = choose_channels_last(device)
+    else:
+        channels_last, layout_reason = config.channels_last, "set in the config"
+    fast, amp_reason = bf16_autocast_is_fast(device)
+    if config.amp == "auto":
+        amp = fast
+    else:
+        amp = config.amp
+        amp_reason = "set in the config" + (f"; {amp_reason}" if amp and not fast else "")
+    speed = {"channels_last": channels_last, "channels_last_reason": layout_reason, "amp": amp, "amp_reason": amp_reason}
+    return dataclasses.replace(config, channels_last=channels_last, amp=amp), speed
+
+
+def _stream_generator(seed: int, stream: int) -> torch.Generator:
+    """An independent generator per batch stream (0: D_s, 1: D_w), derived from the run's seed."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
 
 
 def reported_branches(method: str) -> tuple[str, ...]:
@@ -313,6 +331,7 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
         raise InputError(f"method {config.method!r} needs weakly labelled volumes (D_w is empty)")
     seed_everything(config.seed)
     device = pick_device(config.device)
+    config, speed = resolve_speed(config, device)
     if config.deterministic:
         set_deterministic(True)
 
@@ -358,8 +377,8 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
                 network.load_state_dict(state[key])
         full_cursor, weak_cursor = state["full_cursor"], state["weak_cursor"]
     # Each stream has its own generator, so a resumed run replays exactly the same batches.
-    full_batches = _batch_stream(len(full_ds), config.batch_size, config.seed, 0, full_cursor)
-    weak_batches = (_batch_stream(len(weak_ds), config.batch_size, config.seed, 1, weak_cursor)
+    full_batches = index_batches(len(full_ds), config.batch_size, _stream_generator(config.seed, 0), full_cursor)
+    weak_batches = (index_batches(len(weak_ds), config.batch_size, _stream_generator(config.seed, 1), weak_cursor)
                     if weak_ds is not None else None)
 
     autocast = _autocast(device, config.amp)
@@ -442,7 +461,7 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
     else:
         selected_epoch = len(log)
     model.eval()
-    return TrainResult(model, config, log, reported_branches(config.method), last_state, selected_epoch)
+    return TrainResult(model, config, log, reported_branches(config.method), last_state, selected_epoch, speed)
 
 
 def mixed_objective(teacher: torch.Tensor, student: torch.Tensor | None, n_s: int, full_labels: torch.Tensor,
@@ -649,7 +668,7 @@ def predict_volumes(model: DualBranchUNet, volumes: list[Volume], device: torch.
 def validation_dice(model: DualBranchUNet, volumes: list[Volume], device, method: str) -> dict[str, float]:
     """Mean foreground Dice over volumes for each reported branch."""
     predictions = predict_volumes(model, volumes, device)
-    return {branch: summarize(evaluate_volumes(predictions[branch], volumes))["mean"]["dice"]["mean"]
+    return {branch: summarize_per_volume(evaluate_volumes(predictions[branch], volumes))["mean"]["dice"]["mean"]
             for branch in reported_branches(method)}
 
 
@@ -673,8 +692,8 @@ def evaluate_mixed(result: TrainResult, volumes: list[Volume]) -> list[dict]:
     shares = {k: v for k, v in (result.log[-1] if result.log else {}).items() if k.startswith("share_")}
     rows = []
     for branch in result.branches:
-        summary = summarize(evaluate_volumes(predictions[branch], volumes))
-        last = summarize(evaluate_volumes(last_predictions[branch], volumes))
+        summary = summarize_per_volume(evaluate_volumes(predictions[branch], volumes))
+        last = summarize_per_volume(evaluate_volumes(last_predictions[branch], volumes))
         rows.append({"method": result.config.method, "branch": branch,
                      "dice": summary["mean"]["dice"]["mean"], "dice_std": summary["mean"]["dice"]["std"],
                      "hd95_mm": summary["mean"]["hd95_mm"]["mean"], "hd95_std": summary["mean"]["hd95_mm"]["std"],
