@@ -81,8 +81,9 @@ def choose_channels_last(device) -> tuple[bool, str]:
     default from a measurement on an AVX-512 machine, and it is the layout of cuDNN's tensor-core
     kernels on CUDA; on an AVX2-only CPU (2-core AMD EPYC, 2 threads, 2026-12-02) it made every
     training step slower: the paper-size network 19.4 s vs 13.2 s per step (2x1x256x256, GroupNorm),
-    the notebooks' width-8 network 172 vs 152 ms (16x1x64x64), width 16 at 128x128 1.97 vs 1.68 s. The kernel path counts, not the CPU
-    alone: ``ATEN_CPU_CAPABILITY``/``ONEDNN_MAX_CPU_ISA`` limits below AVX-512 choose contiguous.
+    the notebooks' width-8 network 172 vs 152 ms (16x1x64x64), width 16 at 128x128 1.97 vs 1.68 s.
+    The kernel path counts, not the CPU alone: ``ATEN_CPU_CAPABILITY``/``ONEDNN_MAX_CPU_ISA`` limits
+    below AVX-512 choose contiguous.
     """
     import torch
 
@@ -93,8 +94,8 @@ def choose_channels_last(device) -> tuple[bool, str]:
         return False, f"{kind}: contiguous (channels_last not measured on this device)"
     capability = torch.backends.cpu.get_cpu_capability()
     onednn_limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    if capability.startswith("AVX512") and (not onednn_limit or onednn_limit.startswith("AVX512")
-                                            or onednn_limit in ("ALL", "AVX10_1_512", "AVX10_1_512_AMX")):
+    onednn_allows_avx512 = not onednn_limit or onednn_limit == "ALL" or "512" in onednn_limit
+    if capability.startswith("AVX512") and onednn_allows_avx512:
         return True, f"CPU kernels {capability}: channels_last convolutions measured faster with AVX-512"
     return False, (f"CPU kernels {capability}{' (oneDNN limited to ' + onednn_limit + ')' if onednn_limit else ''}: "
                    "contiguous, measured faster than channels_last without AVX-512")

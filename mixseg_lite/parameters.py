@@ -126,8 +126,8 @@ def check_parameter(name: str, value: Any) -> None:
             raise InputError(f"{label} must be one of {', '.join(map(repr, a()))}{none}, got {value!r}")
     elif kind in ("texts", "choices", "numbers"):
         items = value if isinstance(value, (list, tuple)) else None
-        wanted = {"texts": "names", "choices": f"names from {', '.join(a()) if callable(a) else ''}",
-                  "numbers": f"numbers in [{a}, {b}]"}[kind]
+        wanted = ("names" if kind == "texts" else f"names from {', '.join(a())}" if kind == "choices"
+                  else f"numbers in [{a}, {b}]")
         ok = bool(items) and all(
             isinstance(item, str) and item if kind == "texts"
             else item in a() if kind == "choices"

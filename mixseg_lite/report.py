@@ -393,6 +393,8 @@ def committed_tables(name: str, claims: list, group_columns: list[str], value_co
     if rows_table:
         text.append(format_table(summary, columns))
     if settled:
-        text += [""] * rows_table + ["claims: paired difference over seeds (better - worse), 95% t interval, verdict",
+        if rows_table:
+            text.append("")
+        text += ["claims: paired difference over seeds (better - worse), 95% t interval, verdict",
                  format_table(settled, list(settled[0]))]
     return "\n".join(text)

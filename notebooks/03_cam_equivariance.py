@@ -188,8 +188,8 @@ for method in methods:
 print({m: round(sum(r["seconds"] for r in res.log), 1) for m, res in results.items()}, "seconds of training")
 # A CAM is only as good as the network's tags: each network's accuracy on its own training slices,
 # against always answering the more frequent tag. At or below that, the modality learnt nothing.
-print(format_table([{"method": method, "modality": m, **v} for method, res in results.items()
-                    for m, v in tag_accuracy(res, data["train"]).items()],
+train_accuracy = {(method, m): v for method, res in results.items() for m, v in tag_accuracy(res, data["train"]).items()}
+print(format_table([{"method": method, "modality": m, **v} for (method, m), v in train_accuracy.items()],
                    ["method", "modality", "accuracy", "majority"]))
 
 # %% [markdown]
@@ -367,8 +367,7 @@ print(f"wall time since setup {time.perf_counter() - started:.0f} s; peak reside
       f"{peak_gb:.2f} GB")
 
 # %%
-# The training tag accuracy of each network beside its test scores (the empty baseline has none).
-train_accuracy = {(method, m): v for method, res in results.items() for m, v in tag_accuracy(res, data["train"]).items()}
+# The training tag accuracy of each network (section 2) beside its test scores (the empty baseline has none).
 metric_rows = [{"method": r["method"], "modality": r["modality"],
                 **{k: r[k] for k in ("dice_3d", "dice_pos", "dice_slice_avg", "accuracy")},
                 "train_accuracy": train_accuracy.get((r["method"], r["modality"]), {}).get("accuracy"),

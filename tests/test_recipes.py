@@ -211,22 +211,6 @@ CAM_BAD_FIELD_VALUES = {  # one bad value per field of CAMConfig, and what the e
 }
 
 
-def test_every_cam_config_field_has_a_bad_value_test():
-    from mixseg_lite.train.cam import CAMConfig
-
-    assert set(CAM_BAD_FIELD_VALUES) == {f.name for f in dataclasses.fields(CAMConfig)}
-
-
-@pytest.mark.parametrize("field", sorted(CAM_BAD_FIELD_VALUES))
-def test_each_cam_config_field_is_checked_where_it_enters(field):
-    from mixseg_lite.train.cam import CAMConfig
-
-    value, message = CAM_BAD_FIELD_VALUES[field]
-    with pytest.raises(InputError, match=re.escape(message)) as error:
-        CAMConfig(**{field: value})
-    assert "\n" not in str(error.value)
-
-
 def test_gradient_shares_follow_the_weights():
     from mixseg_lite.train.mixed import gradient_shares
 
@@ -294,17 +278,24 @@ BAD_FIELD_VALUES = {  # one bad value per field of MixedConfig, and what the err
 }
 
 
-def test_every_mixed_config_field_has_a_bad_value_test():
-    from mixseg_lite.train import MixedConfig
-
-    assert set(BAD_FIELD_VALUES) == {f.name for f in dataclasses.fields(MixedConfig)}
+BAD_VALUES_BY_CONFIG = {"MixedConfig": BAD_FIELD_VALUES, "CAMConfig": CAM_BAD_FIELD_VALUES}
 
 
-@pytest.mark.parametrize("field", sorted(BAD_FIELD_VALUES))
-def test_each_mixed_config_field_is_checked_where_it_enters(field):
-    from mixseg_lite.train import MixedConfig
+def _config_class(name: str):
+    import mixseg_lite.train
 
-    value, message = BAD_FIELD_VALUES[field]
+    return getattr(mixseg_lite.train, name)
+
+
+@pytest.mark.parametrize("config", sorted(BAD_VALUES_BY_CONFIG))
+def test_every_config_field_has_a_bad_value_test(config):
+    assert set(BAD_VALUES_BY_CONFIG[config]) == {f.name for f in dataclasses.fields(_config_class(config))}
+
+
+@pytest.mark.parametrize("config, field", [(config, field) for config, table in BAD_VALUES_BY_CONFIG.items()
+                                           for field in sorted(table)])
+def test_each_config_field_is_checked_where_it_enters(config, field):
+    value, message = BAD_VALUES_BY_CONFIG[config][field]
     with pytest.raises(InputError, match=re.escape(message)) as error:
-        MixedConfig(**{field: value})
+        _config_class(config)(**{field: value})
     assert "\n" not in str(error.value)
