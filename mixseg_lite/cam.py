@@ -16,7 +16,7 @@ Two ways to read the tags:
 
 From CAM to mask (:func:`cam_to_mask`): a slice predicted positive keeps its foreground CAM,
 normalised by :func:`normalize_cam` and thresholded; a slice predicted negative gets an empty mask.
-The threshold is chosen on validation data by :func:`choose_threshold` (sweep 0.2..0.8).
+The threshold is chosen on validation data by :func:`choose_threshold` (sweep 0.05..0.95).
 """
 
 from __future__ import annotations
@@ -25,11 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from mixseg_lite.errors import InputError, check_nonempty
+from mixseg_lite.errors import InputError, check_choice, check_nonempty
 from mixseg_lite.models import UNet
 
-THRESHOLDS = tuple(np.round(np.arange(0.2, 0.81, 0.05), 2).tolist())
-"""Default threshold grid of :func:`choose_threshold`: 0.20, 0.25, ..., 0.80."""
+THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2).tolist())
+"""Default threshold grid of :func:`choose_threshold`: 0.05, 0.10, ..., 0.95. The paper sweeps
+0.2..0.8; strongly regularised CAMs are flat and pick the top of that grid, so it is wider here
+(a choice on either end of the grid is flagged, see :func:`threshold_at_edge`)."""
+
+FOREGROUND_MAPS = ("present", "difference")
+"""Which map of a softmax :class:`CAMNet` is the foreground CAM: the present class's own map
+(the reference code) or its difference from the mean of all class maps."""
 
 
 class CAMNet(nn.Module):
@@ -47,28 +53,31 @@ class CAMNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, base_width: int = 8, depth: int = 3,
-                 norm: str = "batch", multilabel: bool = False):
+                 norm: str = "batch", multilabel: bool = False, foreground: str = "present"):
         super().__init__()
         if num_classes < (1 if multilabel else 2):
             raise InputError(f"CAMNet needs num_classes >= {1 if multilabel else 2} "
                              f"({'multi-label' if multilabel else 'softmax'}), got {num_classes}")
+        check_choice(foreground, FOREGROUND_MAPS, "foreground")
         self.unet = UNet(in_channels, num_classes, base_width, depth, norm, head_bias=False)
         self.multilabel = multilabel
         self.num_classes = num_classes
+        self.foreground = foreground
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = self.unet(x)
         return maps.mean(dim=(2, 3)), maps
 
     def foreground_maps(self, maps: torch.Tensor) -> torch.Tensor:
-        """``(B, K, H, W)`` CAMs of the K foreground classes.
+        """``(B, K, H, W)`` CAMs of the K foreground classes, the maps that become masks.
 
-        Multi-label: the maps themselves. Softmax: ``M_c - mean_k M_k`` for ``c = 1..``: softmax
-        ignores any map added to every class, so only the part of ``M_c`` that differs from the
-        other classes decides the prediction (for two classes, ``(M_present - M_absent) / 2``).
+        Multi-label: the maps themselves. Softmax, ``foreground="present"`` (the reference code):
+        the maps of the foreground classes, ``M_c`` for ``c = 1..``. ``foreground="difference"``:
+        ``M_c - mean_k M_k``; softmax ignores any map added to every class, so only that part of
+        ``M_c`` decides the prediction (for two classes, ``(M_present - M_absent) / 2``).
         """
-        if self.multilabel:
-            return maps
+        if self.multilabel or self.foreground == "present":
+            return maps[:, 1:] if not self.multilabel else maps
         return maps[:, 1:] - maps.mean(dim=1, keepdim=True)
 
     def predict_positive(self, scores: torch.Tensor) -> torch.Tensor:
@@ -166,7 +175,7 @@ def choose_threshold(maps: torch.Tensor, predicted_positive: torch.Tensor, label
         predicted_positive: ``(N,)`` or ``(N, K)`` predicted tags.
         labels: ``(N, H, W)`` true label maps (classes ``0..K``).
         volume_index: ``(N,)`` volume of each slice; Dice is per 3-D volume.
-        thresholds: candidates (default :data:`THRESHOLDS`, 0.2..0.8).
+        thresholds: candidates (default :data:`THRESHOLDS`, 0.05..0.95).
 
     Returns:
         ``(best_threshold, {threshold: mean 3-D Dice})``; ties go to the lower threshold.
@@ -184,3 +193,10 @@ def choose_threshold(maps: torch.Tensor, predicted_positive: torch.Tensor, label
                                               num_classes=maps.shape[1] + 1)["dice_3d"]
     best = max(thresholds, key=lambda t: (np.nan_to_num(scores[t], nan=-1.0), -t))
     return best, scores
+
+
+def threshold_at_edge(threshold: float, thresholds=THRESHOLDS) -> bool:
+    """True when ``threshold`` is the lowest or highest candidate: the best value may lie beyond
+    the grid, so widen it before trusting the choice."""
+    thresholds = [float(t) for t in thresholds]
+    return len(thresholds) > 1 and float(threshold) in (min(thresholds), max(thresholds))

@@ -48,12 +48,23 @@ BALANCE_CLAIMS = [
 
 
 def cam_claims(modalities: tuple[str, ...] = ("T2", "FLAIR"),
-               metrics: tuple[str, ...] = ("dice_3d", "dice_pos")) -> list[Claim]:
-    """REFERENCE B (Patel & Dolz, MedIA 2022), notebook 03: the ablation's steps per modality."""
+               metrics: tuple[str, ...] = ("dice_3d", "dice_pos"), pairing: str | None = None) -> list[Claim]:
+    """REFERENCE B (Patel & Dolz, MedIA 2022), notebook 03: the ablation's steps per modality.
+
+    With ``pairing`` (e.g. ``"T1+T2"``, a column of ``results/cam_ablation_brain.csv``) the rows are
+    those of that pairing at the weights chosen on validation data (``chosen`` True)."""
     steps = [("ER > CAM", "cam_er", "cam"), ("ER+CMER > ER", "cam_er_cmer", "cam_er"),
              ("method > ER+CMER", "cam_er_cmer_kl", "cam_er_cmer"), ("method > CAM", "cam_er_cmer_kl", "cam")]
-    return [Claim(f"{m}: {name}", {"method": better, "modality": m}, {"method": worse, "modality": m}, metric)
+    where = {"pairing": pairing, "chosen": True} if pairing else {}
+    prefix = f"{pairing} " if pairing else ""
+    return [Claim(f"{prefix}{m}: {name}", {"method": better, "modality": m, **where},
+                  {"method": worse, "modality": m, **where}, metric)
             for metric in metrics for m in modalities for name, better, worse in steps]
+
+
+CAM_PAIRINGS = (("T1", "T2"), ("T2", "FLAIR"))
+"""The pairings of the CAM ablation (experiments/cam_ablation.py): the paper's default first."""
+CAM_ABLATION_CLAIMS = [claim for pair in CAM_PAIRINGS for claim in cam_claims(pair, pairing="+".join(pair))]
 
 
 CLAIMS_BY_NOTEBOOK = {

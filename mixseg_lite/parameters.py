@@ -51,7 +51,8 @@ _transform_kinds = _choices("mixseg_lite.transforms:KINDS")
 # name -> (kind, a, b, None allowed). Kinds: "int", "number", "positive", "bool" (a, b: the range,
 # as errors.check_field); "text" (a non-empty string); "texts" (a non-empty list of strings);
 # "choice" / "choices" (one / a non-empty list of the names a() returns); "numbers" (a non-empty list
-# of numbers in [a, b]); "sizes" (group name -> count >= 0, or None for "the rest"); "mapping" (a dict).
+# of numbers in [a, b]); "sizes" (group name -> count >= 0, or None for "the rest"); "mapping" (a dict);
+# "weights" (a number >= a, or a mapping name -> number >= a: a loss weight per modality).
 SPECS: dict[str, tuple[str, Any, Any, bool]] = {
     # every notebook
     "seed": ("int", 0, None, False), "num_threads": ("int", 1, None, False), "output_dir": ("text", None, None, False),
@@ -80,8 +81,11 @@ SPECS: dict[str, tuple[str, Any, Any, bool]] = {
     "ramp_up_epochs": ("int", 0, None, True), "dice_weight": ("number", 0, None, True),
     "class_balance": ("number", 0, None, True),
     # CAM losses, transforms and thresholds
-    "er_weight": ("number", 0, None, False), "cmer_weight": ("number", 0, None, False),
-    "kl_weight": ("number", 0, None, False), "tau": ("positive", 0, None, False),
+    "er_weight": ("weights", 0, None, False), "cmer_weight": ("weights", 0, None, False),
+    "kl_weight": ("weights", 0, None, False), "tau": ("positive", 0, None, False),
+    "equivariance_reduction": ("choice", _choices("mixseg_lite.losses.cam:REDUCTIONS"), None, False),
+    "foreground_map": ("choice", _choices("mixseg_lite.cam:FOREGROUND_MAPS"), None, False),
+    "transform_fill": ("choice", _choices("mixseg_lite.train.cam:TRANSFORM_FILLS"), None, False),
     "transform_kinds": ("choices", _transform_kinds, None, False), "max_shift": ("number", 0, 0.99, False),
     "scale_range": ("numbers", 0.01, 100, False), "thresholds": ("numbers", 0, 1, False),
     # hardware and checkpoints
@@ -142,6 +146,11 @@ def check_parameter(name: str, value: Any) -> None:
         if not ok:
             raise InputError(f"{label} must map group names to counts >= 0 (None: the rest){none}, "
                              f"e.g. {{'full': 1, 'weak': None, 'val': 4, 'test': 7}}, got {value!r}")
+    elif kind == "weights":
+        values = list(value.values()) if isinstance(value, dict) and all(isinstance(k, str) for k in value) else [value]
+        if not values or not all(is_number(v) and v >= a for v in values):
+            raise InputError(f"{label} must be a number >= {a} or a mapping of modality names to numbers >= {a}"
+                             f"{none}, got {value!r}")
     elif kind == "mapping":
         if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
             raise InputError(f"{label} must be a mapping of names to values{none}, got {value!r}")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mixseg_lite import InputError
-from mixseg_lite.cam import THRESHOLDS, CAMNet, cam_to_mask, choose_threshold, normalize_cam, predict_cams, tag_targets
+from mixseg_lite.cam import (THRESHOLDS, CAMNet, cam_to_mask, choose_threshold, normalize_cam, predict_cams, tag_targets,
+                             threshold_at_edge)
 
 
 def test_camnet_scores_are_the_mean_of_bias_free_maps():
@@ -21,11 +22,16 @@ def test_camnet_scores_are_the_mean_of_bias_free_maps():
 
 
 def test_foreground_maps_and_predictions():
-    softmax = CAMNet(num_classes=2, base_width=4, depth=2)
     maps = torch.randn(2, 2, 8, 8)
-    # Softmax ignores what both classes share: the foreground CAM is present minus the class mean.
-    assert torch.allclose(softmax.foreground_maps(maps), (maps[:, 1:] - maps[:, :1]) / 2)
-    assert torch.allclose(softmax.foreground_maps(maps + 5.0), softmax.foreground_maps(maps), atol=1e-5)
+    # The reference code's foreground CAM: the present class's own map.
+    softmax = CAMNet(num_classes=2, base_width=4, depth=2)
+    assert torch.equal(softmax.foreground_maps(maps), maps[:, 1:])
+    # Softmax ignores what both classes share: "difference" is present minus the class mean.
+    difference = CAMNet(num_classes=2, base_width=4, depth=2, foreground="difference")
+    assert torch.allclose(difference.foreground_maps(maps), (maps[:, 1:] - maps[:, :1]) / 2)
+    assert torch.allclose(difference.foreground_maps(maps + 5.0), difference.foreground_maps(maps), atol=1e-5)
+    with pytest.raises(InputError, match="foreground"):
+        CAMNet(foreground="absent")
     scores = torch.tensor([[0.0, 1.0], [2.0, -1.0]])
     assert softmax.predict_positive(scores).tolist() == [[True], [False]]
     multi = CAMNet(num_classes=2, base_width=4, depth=2, multilabel=True)
@@ -88,7 +94,9 @@ def test_choose_threshold_finds_the_known_best():
     positive = torch.tensor([True, True, False, False])
     volume_index = torch.tensor([0, 0, 1, 1])
     best, sweep = choose_threshold(maps, positive, labels, volume_index)
-    assert set(sweep) == set(THRESHOLDS) and THRESHOLDS[0] == 0.2 and THRESHOLDS[-1] == 0.8
+    assert set(sweep) == set(THRESHOLDS) and THRESHOLDS[0] == 0.05 and THRESHOLDS[-1] == 0.95
+    assert threshold_at_edge(0.95) and threshold_at_edge(0.05) and not threshold_at_edge(0.5)
+    assert threshold_at_edge(0.7, [0.3, 0.7]) and not threshold_at_edge(0.7, [0.7])
     assert best == 0.6 and sweep[best] == pytest.approx(1.0)  # ties go to the lower threshold
     assert sweep[0.55] == pytest.approx(2 * 16 / (36 + 16))  # ring included: 36 px predicted per slice
     best, _ = choose_threshold(maps, positive, labels, volume_index, thresholds=[0.3, 0.7])

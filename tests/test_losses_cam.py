@@ -11,6 +11,9 @@ from mixseg_lite.losses import class_kl, classification_loss, cross_modal_equiva
 from mixseg_lite.transforms import Transform
 
 
+OLD = "per_selected_slice"  # our first scale, kept as an option
+
+
 def test_classification_loss_is_mean_of_both_views():
     scores, t_scores = torch.randn(4, 2), torch.randn(4, 2)
     targets = torch.tensor([0, 1, 1, 0])
@@ -50,21 +53,22 @@ def test_class_kl_detaches_the_other_modality():
 
 
 def test_equivariance_loss_value_and_positive_slices_only():
+    # Values at our first scale (per selected slice); the default scale is tested further down.
     a, b = torch.zeros(3, 2, 4, 4), torch.zeros(3, 2, 4, 4)
     b[0] += 1.0   # slice 0 differs by 1 everywhere
     b[2] += 5.0   # slice 2 differs a lot, but is negative
     positive = torch.tensor([True, True, False])
-    assert float(equivariance_loss(a, b, positive)) == pytest.approx(0.5)  # (1 + 0) / 2 positive slices
+    assert float(equivariance_loss(a, b, positive, reduction=OLD)) == pytest.approx(0.5)  # (1 + 0) / 2 positive slices
     # Negative slices contribute nothing, whatever their maps.
     b2 = b.clone()
     b2[2] = 100.0
-    assert float(equivariance_loss(a, b2, positive)) == pytest.approx(0.5)
+    assert float(equivariance_loss(a, b2, positive, reduction=OLD)) == pytest.approx(0.5)
     # Only valid pixels are compared, and averaged over them.
     valid = torch.zeros(1, 1, 4, 4)
     valid[..., :2, :] = 1
     b3 = torch.zeros_like(b)
     b3[0, :, 2:, :] = 7.0  # differences outside the valid frame do not count
-    assert float(equivariance_loss(a, b3, positive, valid)) == 0.0
+    assert float(equivariance_loss(a, b3, positive, valid, OLD)) == 0.0
 
 
 def test_equivariance_loss_empty_positive_set_is_zero_with_gradient():
@@ -106,7 +110,7 @@ def test_cmer_closed_form_for_two_modalities():
     pi_maps, maps_pi = _views()
     positive = torch.tensor([True, True, False])
     predicted = torch.tensor([[True, False, True], [True, True, True]])
-    loss = cross_modal_equivariance_loss(pi_maps, maps_pi, positive, predicted)
+    loss = cross_modal_equivariance_loss(pi_maps, maps_pi, positive, predicted, reduction=OLD)
 
     def n(x):
         return x / x.flatten(-2).norm(dim=-1)[..., None, None]
@@ -121,7 +125,8 @@ def test_cmer_closed_form_for_two_modalities():
     assert torch.allclose(loss[1], pair[1][[0]].mean())
     # Only the shape of the maps matters: scaling one modality's maps changes nothing.
     scale = torch.tensor([1.0, 3.0])[:, None, None, None, None]
-    assert torch.allclose(cross_modal_equivariance_loss(pi_maps * scale, maps_pi * scale, positive, predicted), loss)
+    assert torch.allclose(cross_modal_equivariance_loss(pi_maps * scale, maps_pi * scale, positive, predicted,
+                                                                     reduction=OLD), loss)
     # Maps that agree across modalities and views give zero.
     same = torch.rand(1, 3, 2, 6, 6).expand(2, -1, -1, -1, -1)
     assert float(cross_modal_equivariance_loss(same, same.clone(), positive, predicted).abs().max()) < 1e-10
@@ -182,19 +187,20 @@ def _unit(maps):
     return maps / maps.flatten(-2).norm(dim=-1)[..., None, None]
 
 
-def test_cmer_at_the_reference_scale_is_the_mean_over_every_element():
+def test_default_cmer_is_the_reference_mean_over_every_element():
     """The formula of gaurav104/WSS-CMER's CMER_loss (torch.mean of the squared difference of
-    spatially L2-normalised maps), with every slice selected, one channel and no valid mask."""
+    spatially L2-normalised maps), with every slice selected, one channel, no valid mask and the
+    default arguments."""
     torch.manual_seed(0)
     pi_maps, maps_pi = torch.rand(2, 6, 1, 8, 8), torch.rand(2, 6, 1, 8, 8)
     everything = torch.ones(6, dtype=torch.bool)
-    cmer = cross_modal_equivariance_loss(pi_maps, maps_pi, everything, torch.ones(2, 6, dtype=torch.bool),
-                                         reduction="reference")
+    cmer = cross_modal_equivariance_loss(pi_maps, maps_pi, everything, torch.ones(2, 6, dtype=torch.bool))
     for i, j in ((0, 1), (1, 0)):
         expected = 0.5 * (((_unit(pi_maps[i]) - _unit(maps_pi[j])) ** 2).mean()
                           + ((_unit(maps_pi[i]) - _unit(pi_maps[j])) ** 2).mean())
         assert float(cmer[i]) == pytest.approx(float(expected), rel=1e-6)
-    ours = cross_modal_equivariance_loss(pi_maps, maps_pi, everything, torch.ones(2, 6, dtype=torch.bool))
+    ours = cross_modal_equivariance_loss(pi_maps, maps_pi, everything, torch.ones(2, 6, dtype=torch.bool),
+                                         reduction="per_selected_slice")
     torch.testing.assert_close(ours, cmer * 64)  # the old scale: H * W times stronger when every slice counts
 
 
@@ -213,14 +219,15 @@ def test_cmer_reference_counts_unselected_slices_as_zero_and_selects_each_pair_b
     assert float(cmer[i]) == pytest.approx(float(0.5 * (d1.sum() + d2.sum()) / (4 * 25)), rel=1e-6)
 
 
-def test_er_at_the_reference_scale_divides_by_the_whole_batch():
+def test_default_er_is_the_reference_mean_over_the_whole_batch():
     torch.manual_seed(2)
     a, b = torch.rand(4, 1, 6, 6), torch.rand(4, 1, 6, 6)
     positive = torch.tensor([True, False, True, False])
-    reference = equivariance_loss(a, b, positive, reduction="reference")
+    reference = equivariance_loss(a, b, positive)
     expected = (((a - b) ** 2)[positive]).sum() / a.numel()
     assert float(reference) == pytest.approx(float(expected), rel=1e-6)
     # the old scale is B / |P| = 2 times stronger here (no valid mask)
-    assert float(equivariance_loss(a, b, positive)) == pytest.approx(2 * float(reference), rel=1e-6)
+    assert float(equivariance_loss(a, b, positive, reduction="per_selected_slice")) == pytest.approx(
+        2 * float(reference), rel=1e-6)
     with pytest.raises(InputError, match="unknown reduction 'sum'"):
         equivariance_loss(a, b, positive, reduction="sum")

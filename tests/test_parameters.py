@@ -47,6 +47,9 @@ BAD_VALUES = {  # one bad value per parameter name, and what the message must sa
     "ramp_up_epochs": (-2, "parameter ramp_up_epochs must be"), "dice_weight": (-1.0, "parameter dice_weight must be"),
     "class_balance": (float("inf"), "parameter class_balance must be a number"),
     "er_weight": (-1.0, "parameter er_weight must be a number >= 0"), "cmer_weight": (None, "parameter cmer_weight must be"),
+    "equivariance_reduction": ("sum", "parameter equivariance_reduction must be one of 'reference'"),
+    "foreground_map": ("absent", "parameter foreground_map must be one of 'present'"),
+    "transform_fill": ("mean", "parameter transform_fill must be one of 'background'"),
     "kl_weight": (-0.5, "parameter kl_weight must be"), "tau": (0, "parameter tau must be a number > 0"),
     "transform_kinds": (["hflip", "shear"], "parameter transform_kinds must be a non-empty list of names from identity"),
     "max_shift": (1.0, "parameter max_shift must be a number >= 0 and <= 0.99"),
@@ -98,3 +101,9 @@ def test_an_unknown_parameter_is_named():
     with pytest.raises(InputError, match="unknown notebook parameter 'learning_rates'"):
         check_parameters({"seed": 0, "learning_rates": [0.1]})
     assert parameters_in({"seed": 0, "In": [], "Out": {}, "_i1": "x", "MAX": 3}) == {"seed": 0}
+
+
+def test_loss_weights_may_be_given_per_modality():
+    check_parameter("er_weight", {"T2": 10.0, "FLAIR": 100.0})
+    with pytest.raises(InputError, match="parameter er_weight must be a number >= 0 or a mapping"):
+        check_parameter("er_weight", {"T2": -1.0})

@@ -204,6 +204,7 @@ CAM_BAD_FIELD_VALUES = {  # one bad value per field of CAMConfig, and what the e
     "supervised_dice_weight": (-1.0, "supervised_dice_weight must be >= 0"),
     "equivariance_maps": ("cams", "unknown equivariance_maps"),
     "equivariance_reduction": ("sum", "unknown equivariance_reduction"), "modalities": ("t1", "modalities must be a list"),
+    "foreground_map": ("absent", "unknown foreground_map"), "transform_fill": ("mean", "unknown transform_fill"),
     "base_width": (0, "base_width must be an integer >= 1"), "depth": (0, "depth must be an integer >= 1 and <= 8"),
     "norm": ("layer", "unknown norm"), "recalibrate_norm": (1, "recalibrate_norm must be True or False"),
     "seed": (0.5, "seed must be an integer >= 0"), "device": ("tpu", "device 'tpu' is not a device name"),

@@ -8,17 +8,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mixseg_lite.claims import CLAIMS_BY_NOTEBOOK
+from mixseg_lite.claims import CAM_ABLATION_CLAIMS, CLAIMS_BY_NOTEBOOK
 from mixseg_lite.stats import read_results, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 # Files that are not sweep tables: validation curves written by a script (one seed: they justify a
 # budget, they settle no claim), with the command that regenerates each.
-CURVES = {"mixed_convergence_cardiac": "python experiments/mixed_convergence.py --out results/mixed_convergence_cardiac.csv"}
+CAM_COMMAND = "python experiments/cam_ablation.py --workers 2 --out results/cam_ablation_brain.csv"
+CURVES = {"mixed_convergence_cardiac": ("python experiments/mixed_convergence.py --out results/mixed_convergence_cardiac.csv",
+                                        {"recipe", "method", "epoch", "val_dice"}),
+          "cam_ablation_brain_curves": (CAM_COMMAND, {"pairing", "method", "run", "seed", "epoch", "cls"})}
+# Tables a script writes (several stages, weights chosen on validation) instead of a sweep file:
+# the command that regenerates each, and the claims it settles.
+SCRIPT_TABLES = {"cam_ablation_brain": (CAM_COMMAND, CAM_ABLATION_CLAIMS)}
 RESULTS = sorted(p for p in (ROOT / "results").glob("*.csv") if p.stem not in CURVES)
+SWEPT = [p for p in RESULTS if p.stem not in SCRIPT_TABLES]
 MIN_SEEDS = 5
-# Parameters that a sweep varies within a seed (e.g. both recipes): claims are settled per value.
-CONDITIONS = ("recipe", "lambda_kd", "lambda_ent")
+# Parameters that a sweep varies within a seed (e.g. both recipes, the CAM pairings and weight
+# grid): claims are settled per value, and every value needs its five seeds.
+CONDITIONS = ("recipe", "lambda_kd", "lambda_ent", "pairing", "er_weight", "cmer_weight", "kl_weight")
 
 
 def test_there_are_committed_results():
@@ -26,18 +34,18 @@ def test_there_are_committed_results():
                                          "cam_ablation_brain"}
 
 
-@pytest.mark.parametrize("name", sorted(CURVES))
-def test_each_curve_file_has_its_script_and_command(name):
+@pytest.mark.parametrize("name", sorted(CURVES) + sorted(SCRIPT_TABLES))
+def test_each_script_file_has_its_script_and_command(name):
     readme = (ROOT / "results" / "README.md").read_text()
-    command = CURVES[name]
+    command = CURVES[name][0] if name in CURVES else SCRIPT_TABLES[name][0]
     assert command in readme, f"results/README.md should give the command that regenerates {name}.csv"
     script = ROOT / command.split()[1]
-    assert script.is_file() and f"--out results/{name}.csv" in script.read_text()
-    rows = read_results(ROOT / "results" / f"{name}.csv")
-    assert {"recipe", "method", "epoch", "val_dice"} <= set(rows[0])
+    assert script.is_file() and command.split("--out ")[1] in script.read_text()
+    if name in CURVES:
+        assert CURVES[name][1] <= set(read_results(ROOT / "results" / f"{name}.csv")[0])
 
 
-@pytest.mark.parametrize("path", RESULTS, ids=[p.name for p in RESULTS])
+@pytest.mark.parametrize("path", SWEPT, ids=[p.name for p in SWEPT])
 def test_each_file_has_its_sweep_file_and_command(path):
     readme = (ROOT / "results" / "README.md").read_text()
     sweep = ROOT / "experiments" / f"{path.stem}.yaml"
@@ -53,7 +61,7 @@ def test_every_row_has_at_least_five_seeds(path):
     rows = read_results(path)
     seeds: dict[tuple, set] = {}
     for row in rows:
-        key = (row["notebook"], row.get("method"), row.get("branch", ""), row.get("modality", ""),
+        key = (row.get("notebook", path.stem), row.get("method"), row.get("branch", ""), row.get("modality", ""),
                *(row.get(c, "") for c in CONDITIONS))
         seeds.setdefault(key, set()).add(row["seed"])
     thin = {key: len(s) for key, s in seeds.items() if len(s) < MIN_SEEDS}
@@ -63,10 +71,14 @@ def test_every_row_has_at_least_five_seeds(path):
 @pytest.mark.parametrize("path", RESULTS, ids=[p.name for p in RESULTS])
 def test_the_claims_of_each_file_can_be_settled(path):
     rows = read_results(path)
-    groups: dict[tuple, list] = {}
-    for row in rows:
-        groups.setdefault((row["notebook"], *(row.get(c, "") for c in CONDITIONS)), []).append(row)
-    for (notebook, *_), members in groups.items():
-        settled = settle(members, CLAIMS_BY_NOTEBOOK.get(notebook, []), path.name)
-        for difference in settled:
-            assert difference.n >= MIN_SEEDS and difference.low <= difference.mean <= difference.high
+    if path.stem in SCRIPT_TABLES:  # its claims select their rows (pairing, chosen weights) themselves
+        settled = settle(rows, SCRIPT_TABLES[path.stem][1], path.name)
+        assert len(settled) == len(SCRIPT_TABLES[path.stem][1])
+    else:
+        groups: dict[tuple, list] = {}
+        for row in rows:
+            groups.setdefault((row["notebook"], *(row.get(c, "") for c in CONDITIONS)), []).append(row)
+        settled = [difference for (notebook, *_), members in groups.items()
+                   for difference in settle(members, CLAIMS_BY_NOTEBOOK.get(notebook, []), path.name)]
+    for difference in settled:
+        assert difference.n >= MIN_SEEDS and difference.low <= difference.mean <= difference.high

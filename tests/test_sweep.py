@@ -192,6 +192,8 @@ def test_shipped_sweep_files_expand_to_five_seeds_of_valid_parameters(sweep_file
                if sweep_file.stem != "teaching_profiles")
 
 
-def test_every_ablation_notebook_has_a_sweep_file():
+def test_every_ablation_has_a_sweep_file_or_script():
     swept = {load_sweep(path).runs[0].notebook.name for path in EXPERIMENTS}
-    assert {"02_kl_distillation.py", "03_cam_equivariance.py"} <= swept
+    assert "02_kl_distillation.py" in swept
+    # notebook 03's ablation chooses its weights on validation in stages: a script, not a sweep file
+    assert (EXPERIMENTS[0].parent / "cam_ablation.py").is_file()

@@ -118,9 +118,9 @@ def test_bad_input(data):
 
 def test_reference_scale_trains_with_much_smaller_regularisers(data):
     train, _ = data
-    ours = train_cam(train, method="cam_er_cmer", modalities=("T2", "FLAIR"), **TINY)
-    reference = train_cam(train, method="cam_er_cmer", modalities=("T2", "FLAIR"),
-                          equivariance_reduction="reference", **TINY)
+    ours = train_cam(train, method="cam_er_cmer", modalities=("T2", "FLAIR"),
+                     equivariance_reduction="per_selected_slice", **TINY)
+    reference = train_cam(train, method="cam_er_cmer", modalities=("T2", "FLAIR"), **TINY)  # the default
     assert all(math.isfinite(v) for r in reference.log for v in r.values())
     # same first batch, same networks: the reference mean is far below the per-selected-slice sum
     assert reference.log[0]["cmer"] < ours.log[0]["cmer"] / 10
@@ -138,3 +138,34 @@ def test_tag_accuracy_reports_each_network_against_the_majority_answer(data):
     for entry in accuracy.values():
         assert 0.0 <= entry["accuracy"] <= 1.0
         assert entry["majority"] == pytest.approx(max(positive, 1 - positive))
+
+
+def test_per_modality_weights_train_each_network_with_its_own(data):
+    train, _ = data
+    both = train_cam(train, method="cam_er", modalities=("T2", "FLAIR"), er_weight=3.0, **TINY)
+    mixed = train_cam(train, method="cam_er", modalities=("T2", "FLAIR"), er_weight={"T2": 3.0, "FLAIR": 0.0}, **TINY)
+    # ER touches only its own network: T2's network is the same, FLAIR's is not.
+    for name, p in both.nets["T2"].state_dict().items():
+        torch.testing.assert_close(mixed.nets["T2"].state_dict()[name], p)
+    assert any(not torch.equal(mixed.nets["FLAIR"].state_dict()[k], v) for k, v in both.nets["FLAIR"].state_dict().items()
+               if v.is_floating_point())
+    with pytest.raises(InputError, match="er_weight has no weight for modality 'FLAIR'"):
+        train_cam(train, method="cam_er", modalities=("T2", "FLAIR"), er_weight={"T2": 1.0}, **TINY)
+    with pytest.raises(InputError, match="cmer_weight must be >= 0"):
+        CAMConfig(cmer_weight={"T2": -1.0})
+    with pytest.raises(InputError, match="kl_weight must be a number or a mapping"):
+        CAMConfig(kl_weight={"T2": "high"})
+
+
+def test_background_fill_and_foreground_map(data):
+    from mixseg_lite.train.cam import transform_images
+    from mixseg_lite.transforms import Transform
+
+    images = torch.full((2, 1, 8, 8), 3.0)
+    images[:, :, 0, 0] = -1.5  # each slice's background (its minimum)
+    shifted = transform_images(Transform("translate", shift=(0.5, 0.0)), images)
+    assert torch.all(shifted[:, :, :4] == -1.5) and torch.all(shifted[:, :, 5:] == 3.0)
+    assert torch.all(transform_images(Transform("translate", shift=(0.5, 0.0)), images, "zero")[:, :, :4] == 0)
+    train, _ = data
+    result = train_cam(train, method="cam", modalities=("T2",), foreground_map="difference", **TINY)
+    assert result.nets["T2"].foreground == "difference"

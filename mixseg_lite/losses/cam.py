@@ -73,19 +73,19 @@ def classification_loss(scores: torch.Tensor, transformed_scores: torch.Tensor, 
     return 0.5 * (loss(scores, targets) + loss(transformed_scores, targets))
 
 
-REDUCTIONS = ("per_selected_slice", "reference")
-"""How ER and CMER average: over the selected slices and valid pixels (``"per_selected_slice"``,
-our first implementation) or over every element of the batch, unselected slices contributing 0
-(``"reference"``: ``torch.mean`` in gaurav104/WSS-CMER). The factor between them is in each loss's
-docstring; the weights only mean something together with the reduction."""
+REDUCTIONS = ("reference", "per_selected_slice")
+"""How ER and CMER average: over every element of the batch, unselected slices contributing 0
+(``"reference"``, the default: ``torch.mean`` in gaurav104/WSS-CMER), or over the selected slices
+and valid pixels (``"per_selected_slice"``, our first implementation). The factor between them is in
+each loss's docstring; the weights only mean something together with the reduction."""
 
 
 def equivariance_loss(transformed_maps: torch.Tensor, maps_of_transformed: torch.Tensor, positive: torch.Tensor,
-                      valid: torch.Tensor | None = None, reduction: str = "per_selected_slice") -> torch.Tensor:
+                      valid: torch.Tensor | None = None, reduction: str = "reference") -> torch.Tensor:
     """Within-modality equivariance regularisation (ER).
 
-        "per_selected_slice":  ER = 1/|P| sum_{b in P} 1/(C |V|) sum_{c, p in V} (pi(M(x))_{b,c,p} - M(pi(x))_{b,c,p})^2
-        "reference":           ER = 1/(B C H W) sum_{b in P} sum_{c, p in V} (...)^2
+        "reference" (default): ER = 1/(B C H W) sum_{b in P} sum_{c, p in V} (pi(M(x))_{b,c,p} - M(pi(x))_{b,c,p})^2
+        "per_selected_slice":  ER = 1/|P| sum_{b in P} 1/(C |V|) sum_{c, p in V} (...)^2
 
     ``"reference"`` is the reference code's ``torch.mean`` over the batch and all pixels (its ER is
     not restricted to positive slices; here only the positive slices and valid pixels contribute,
@@ -124,7 +124,7 @@ def _l2_normalise(maps: torch.Tensor, eps: float) -> torch.Tensor:
 def cross_modal_equivariance_loss(transformed_maps: torch.Tensor, maps_of_transformed: torch.Tensor,
                                   positive: torch.Tensor, predicted_positive: torch.Tensor,
                                   valid: torch.Tensor | None = None, eps: float = 1e-6,
-                                  reduction: str = "per_selected_slice",
+                                  reduction: str = "reference",
                                   predicted_positive_original: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-modal equivariance regularisation (CMER) of every modality against all the others.
 
@@ -137,8 +137,8 @@ def cross_modal_equivariance_loss(transformed_maps: torch.Tensor, maps_of_transf
                  0.5 * [ d(pi(M_i(x))_b, sg M_j(pi(x))_b) + d(M_i(pi(x))_b, sg pi(M_j(x))_b) ]
 
     That is ``reduction="per_selected_slice"``: the distance summed over pixels, averaged over the
-    selected slices. ``reduction="reference"`` is the reference code's ``torch.mean`` over batch x
-    channels x pixels, unselected slices contributing 0::
+    selected slices. ``reduction="reference"`` (the default) is the reference code's ``torch.mean``
+    over batch x channels x pixels, unselected slices contributing 0::
 
         CMER_i = 1/(M - 1) sum_{j != i} 0.5 * [ 1/(B C H W) sum_{b in S1_ij} ||n(pi(M_i(x))_b) - sg n(M_j(pi(x))_b)||^2
                                               + 1/(B C H W) sum_{b in S2_ij} ||n(M_i(pi(x))_b) - sg n(pi(M_j(x))_b)||^2 ]
@@ -154,7 +154,7 @@ def cross_modal_equivariance_loss(transformed_maps: torch.Tensor, maps_of_transf
         positive: ``(B,)`` bool tag of each slice (any foreground class present).
         predicted_positive: ``(M, B)`` bool, modality ``m`` predicts the slice positive.
         valid: optional ``(1 or B, 1, H, W)`` 0/1 pixels to compare (see :func:`equivariance_loss`).
-        reduction: ``"per_selected_slice"`` or ``"reference"`` (:data:`REDUCTIONS`).
+        reduction: ``"reference"`` (default) or ``"per_selected_slice"`` (:data:`REDUCTIONS`).
         predicted_positive_original: optional ``(M, B)``, modality ``m`` predicts ``x`` positive;
             selects the slices of the second pair (default: ``predicted_positive``).
 

@@ -13,11 +13,20 @@ The networks are independent, so one AdamW over all of them on ``sum_i L_i`` is 
 optimiser per network: the stop-gradients inside CMER and KL keep each ``L_i`` on network ``i``.
 ER and CMER compare normalised CAMs (:func:`mixseg_lite.cam.normalize_cam`; CMER L2-normalises
 them again) inside the pixels the transform keeps (:meth:`Transform.valid_mask`). By default these
-are the foreground CAMs, the maps that become masks (for softmax ``M_present - M_absent`` up to a
-factor, see :meth:`CAMNet.foreground_maps`); ``equivariance_maps="all"`` constrains every class
-map instead. Every row is classified on both views, so the rows differ only in the regularisers,
-not in how much augmentation they saw. After training, BatchNorm statistics are re-estimated on
-the clean training images (:func:`recalibrate_batchnorm`).
+are the foreground CAMs, the maps that become masks (the present class's map ``M_1`` as in the
+reference code, or ``M_present - M_absent`` up to a factor with ``foreground_map="difference"``,
+see :meth:`CAMNet.foreground_maps`); ``equivariance_maps="all"`` constrains every class map
+instead. Every row is classified on both views, so the rows differ only in the regularisers, not
+in how much augmentation they saw. After training, BatchNorm statistics are re-estimated on the
+clean training images (:func:`recalibrate_batchnorm`).
+
+As the reference code (gaurav104/WSS-CMER) by default: ER and CMER are averaged over batch x
+channels x pixels (``equivariance_reduction="reference"``; our first scale, ``"per_selected_slice"``,
+is 2.5-4x (ER) and thousands of times (CMER) stronger at the same weight), and the pixels a
+transform uncovers get the slice's background value (``transform_fill``). Not copied: its
+independent shift of each modality by up to 10 % (it misregisters the pairs CMER compares) and its
+per-slice z-score (the simulated images are z-scored per volume). The loss weights may differ per
+modality (``er_weight={"T2": 10, "FLAIR": 100}``): each network has its own loss.
 
 ``"supervised"`` is the upper bound: a plain :class:`mixseg_lite.models.UNet` per modality trained
 with pixel-wise cross-entropy + soft Dice on the full masks of the same slices, same optimiser,
@@ -40,7 +49,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mixseg_lite.cam import (THRESHOLDS, CAMNet, cam_to_mask, choose_threshold, normalize_cam, predict_cams,
+from mixseg_lite.cam import (FOREGROUND_MAPS, THRESHOLDS, CAMNet, cam_to_mask, choose_threshold, normalize_cam, predict_cams,
                              tag_targets)
 from mixseg_lite.data.slices import SliceDataset, index_batches
 from mixseg_lite.data.volume import Volume
@@ -51,7 +60,7 @@ from mixseg_lite.losses.cam import (REDUCTIONS, class_kl, classification_loss, c
 from mixseg_lite.losses.mixed import supervised_loss
 from mixseg_lite.models import NORMS, UNet
 from mixseg_lite.runtime import pick_device, seed_everything
-from mixseg_lite.transforms import KINDS, RANDOM_KINDS, sample_transform
+from mixseg_lite.transforms import KINDS, RANDOM_KINDS, Transform, sample_transform
 
 # Which regularisers each ablation row switches on; their weights live in CAMConfig.
 CAM_METHODS: dict[str, dict] = {
@@ -64,16 +73,19 @@ CAM_METHODS: dict[str, dict] = {
 """Ablation rows of REFERENCE B; ``"cam_er_cmer_kl"`` is the method, ``"supervised"`` the upper bound."""
 
 EQUIVARIANCE_MAPS = ("foreground", "all")
+TRANSFORM_FILLS = ("background", "zero")
+LOSS_WEIGHTS = ("er_weight", "cmer_weight", "kl_weight")
+"""Weights that may differ per modality: a number, or ``{modality: number}``. Each network has its
+own loss ``L_i``, so its weights can be its own (contrasts differ in how much ER they tolerate)."""
 
 # Every numeric and boolean field of CAMConfig: (type, lowest, highest, None allowed), as
-# mixseg_lite.train.mixed.FIELD_RANGES; the loss weights are also >= 0 (checked with a reason).
+# mixseg_lite.train.mixed.FIELD_RANGES; the loss weights (LOSS_WEIGHTS) are checked on their own.
 CAM_FIELD_RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "epochs": ("int", 0, None, False), "steps_per_epoch": ("int", 1, None, True), "batch_size": ("int", 1, None, False),
     "base_width": ("int", 1, None, False), "depth": ("int", 1, 8, False), "seed": ("int", 0, None, False),
     "lr": ("positive", 0, None, False), "tau": ("positive", 0, None, False),
     "weight_decay": ("number", 0, None, False), "max_shift": ("number", 0, 0.99, False),
-    "er_weight": ("number", None, None, False), "cmer_weight": ("number", None, None, False),
-    "kl_weight": ("number", None, None, False), "supervised_dice_weight": ("number", None, None, False),
+    "supervised_dice_weight": ("number", None, None, False),
     "multilabel": ("bool", None, None, False), "recalibrate_norm": ("bool", None, None, False),
     "progress": ("bool", None, None, False),
 }
@@ -81,8 +93,8 @@ CAM_FIELD_RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
 
 @dataclass
 class CAMConfig:
-    """Hyper-parameters of one run. Loss weights are the paper's; the optimiser values and the
-    network size are our fast CPU choices (the paper's are in the module docstring)."""
+    """Hyper-parameters of one run. Loss weights and scales are the paper's code's; the optimiser
+    values and the network size are our fast CPU choices (the paper's are in the module docstring)."""
 
     method: str = "cam_er_cmer_kl"
     epochs: int = 10
@@ -90,9 +102,11 @@ class CAMConfig:
     batch_size: int = 32
     lr: float = 2e-3                    # [choose]; paper 5e-5 (BraTS)
     weight_decay: float = 1e-4          # [choose]; paper 0.5
-    er_weight: float = 1.0              # paper
-    cmer_weight: float = 1.0            # paper
-    kl_weight: float = 0.5              # paper
+    # Loss weights, each a number or {modality: number} (LOSS_WEIGHTS), in the units of
+    # equivariance_reduction: the paper's 1, 1, 0.5 at the reference code's scale.
+    er_weight: float | dict[str, float] = 1.0
+    cmer_weight: float | dict[str, float] = 1.0
+    kl_weight: float | dict[str, float] = 0.5
     tau: float = 10.0                   # paper
     transform_kinds: tuple[str, ...] = RANDOM_KINDS
     max_shift: float = 0.3              # paper: translation up to 30 %
@@ -101,9 +115,15 @@ class CAMConfig:
     supervised_dice_weight: float = 1.0  # "supervised" row: CE + this * soft Dice
     equivariance_maps: str = "foreground"  # [choose] maps ER / CMER compare: "foreground" CAMs or "all" maps
     # How ER and CMER average (mixseg_lite.losses.cam.REDUCTIONS): "reference" is the reference
-    # code's mean over batch x channels x pixels; "per_selected_slice" (the committed sweeps so far)
-    # is 2.5-4x (ER) and thousands of times (CMER) stronger at the same weight.
-    equivariance_reduction: str = "per_selected_slice"
+    # code's mean over batch x channels x pixels; "per_selected_slice" (our first version) is 2.5-4x
+    # (ER) and thousands of times (CMER) stronger at the same weight.
+    equivariance_reduction: str = "reference"
+    # The foreground CAM (constrained and thresholded): the present class's map M1 as the reference
+    # code, or "difference" M1 - mean(M0, M1) (mixseg_lite.cam.FOREGROUND_MAPS).
+    foreground_map: str = "present"
+    # Pixels a transform uncovers: the slice's background value as the reference code ("background",
+    # its minimum: air outside the head), or 0 ("zero": mid-grey in z-scored images, an artificial edge).
+    transform_fill: str = "background"
     modalities: tuple[str, ...] | None = None  # default: every modality of the volumes
     base_width: int = 8
     depth: int = 3
@@ -117,13 +137,21 @@ class CAMConfig:
         check_choice(self.method, CAM_METHODS, "method")
         check_choice(self.equivariance_maps, EQUIVARIANCE_MAPS, "equivariance_maps")
         check_choice(self.equivariance_reduction, REDUCTIONS, "equivariance_reduction")
+        check_choice(self.foreground_map, FOREGROUND_MAPS, "foreground_map")
+        check_choice(self.transform_fill, TRANSFORM_FILLS, "transform_fill")
         check_choice(self.norm, NORMS, "norm")
         for name, (kind, low, high, allow_none) in CAM_FIELD_RANGES.items():
             check_field(name, getattr(self, name), kind, low, high, allow_none)
-        for name in ("er_weight", "cmer_weight", "kl_weight", "supervised_dice_weight"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name} must be >= 0 (a negative weight would maximise its loss), "
-                                 f"got {getattr(self, name)}")
+        for name in LOSS_WEIGHTS:
+            value = getattr(self, name)
+            values = list(value.values()) if isinstance(value, dict) else [value]
+            if (isinstance(value, dict) and not all(isinstance(k, str) for k in value)) or not values or \
+                    not all(is_number(v) for v in values):
+                raise InputError(f"{name} must be a number or a mapping modality -> number, got {value!r}")
+        for name in (*LOSS_WEIGHTS, "supervised_dice_weight"):
+            value = getattr(self, name)
+            if any(v < 0 for v in (value.values() if isinstance(value, dict) else [value])):
+                raise InputError(f"{name} must be >= 0 (a negative weight would maximise its loss), got {value}")
         if (isinstance(self.transform_kinds, str) or not isinstance(self.transform_kinds, (tuple, list))
                 or not self.transform_kinds or any(kind not in KINDS for kind in self.transform_kinds)):
             raise InputError(f"transform_kinds must be a non-empty list of {', '.join(KINDS)}, "
@@ -147,6 +175,15 @@ class CAMConfig:
     @property
     def terms(self) -> dict:
         return CAM_METHODS[self.method]
+
+    def weight(self, name: str, modality: str) -> float:
+        """The weight ``name`` (one of :data:`LOSS_WEIGHTS`) of ``modality``'s loss."""
+        value = getattr(self, name)
+        if not isinstance(value, dict):
+            return float(value)
+        if modality not in value:
+            raise InputError(f"{name} has no weight for modality {modality!r}, only for {sorted(value)}")
+        return float(value[modality])
 
 
 @dataclass
@@ -203,6 +240,9 @@ def train_cam(data: list[Volume] | SliceDataset, config: CAMConfig | None = None
     config = dataclasses.replace(config or CAMConfig(), **overrides)
     dataset = _dataset(data)
     modalities, columns = _modality_columns(dataset, config.modalities)
+    for name in LOSS_WEIGHTS:  # a per-modality weight must name every modality trained
+        for m in modalities:
+            config.weight(name, m)
     terms = config.terms
     if (terms["cmer"] or terms["kl"]) and len(modalities) < 2:
         raise InputError(f"method {config.method!r} is cross-modal and needs at least 2 modalities, "
@@ -220,7 +260,7 @@ def train_cam(data: list[Volume] | SliceDataset, config: CAMConfig | None = None
             nets[m] = UNet(1, C, config.base_width, config.depth, config.norm)
         else:
             nets[m] = CAMNet(1, C - 1 if config.multilabel else 2, config.base_width, config.depth, config.norm,
-                             multilabel=config.multilabel)
+                             multilabel=config.multilabel, foreground=config.foreground_map)
         nets[m].to(device).train()
     parameters = [p for net in nets.values() for p in net.parameters()]
     optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
@@ -290,7 +330,7 @@ def _cam_step(nets, modalities, images, batch, config: CAMConfig, sampler, devic
     terms, B = config.terms, images.shape[0]
     pi = sample_transform(sampler, config.transform_kinds, config.max_shift, config.scale_range)
     valid = pi.valid_mask(*images.shape[-2:], device=device)
-    transformed_images = pi.apply(images)
+    transformed_images = transform_images(pi, images, config.transform_fill)
     targets = tag_targets(batch["tags"], config.multilabel).to(device)
     positive = (batch["tags"][:, 1:] > 0).any(dim=1).to(device)
 
@@ -313,8 +353,9 @@ def _cam_step(nets, modalities, images, batch, config: CAMConfig, sampler, devic
 
     losses = {"cls": sum(classification_loss(s, ts, targets, config.multilabel) for s, ts in zip(scores, t_scores))}
     if terms["er"]:
-        losses["er"] = config.er_weight * sum(equivariance_loss(a, b, positive, valid, config.equivariance_reduction)
-                                              for a, b in zip(pi_cams, cams_of_pi))
+        losses["er"] = sum(config.weight("er_weight", m) * equivariance_loss(a, b, positive, valid,
+                                                                            config.equivariance_reduction)
+                           for m, a, b in zip(modalities, pi_cams, cams_of_pi))
     if terms["cmer"]:
         if config.equivariance_reduction == "reference":
             # As the reference: the partner's prediction on pi(x) selects the slices of the pair
@@ -323,20 +364,34 @@ def _cam_step(nets, modalities, images, batch, config: CAMConfig, sampler, devic
                          "predicted_positive_original": torch.stack(predicted)}
         else:
             selection = {"predicted_positive": torch.stack(predicted)}
-        losses["cmer"] = config.cmer_weight * cross_modal_equivariance_loss(
+        weights = torch.tensor([config.weight("cmer_weight", m) for m in modalities], device=device)
+        losses["cmer"] = (weights * cross_modal_equivariance_loss(
             torch.stack(pi_cams), torch.stack(cams_of_pi), positive, valid=valid,
-            reduction=config.equivariance_reduction, **selection).sum()
+            reduction=config.equivariance_reduction, **selection)).sum()
     if terms["kl"]:
         M = len(modalities)
         kl = 0.0
         for i in range(M):
             for j in range(M):
                 if i != j:  # both views, averaged over the other modalities
-                    kl = kl + 0.5 * (class_kl(scores[i], scores[j], config.tau, config.multilabel)
-                                     + class_kl(t_scores[i], t_scores[j], config.tau, config.multilabel)) / (M - 1)
-        losses["kl"] = config.kl_weight * kl
+                    kl = kl + config.weight("kl_weight", modalities[i]) * 0.5 * (
+                        class_kl(scores[i], scores[j], config.tau, config.multilabel)
+                        + class_kl(t_scores[i], t_scores[j], config.tau, config.multilabel)) / (M - 1)
+        losses["kl"] = kl
     losses["loss"] = sum(losses.values())
     return losses
+
+
+def transform_images(pi: Transform, images: torch.Tensor, fill: str = "background") -> torch.Tensor:
+    """``pi(images)`` for ``(B, M, H, W)`` images; pixels the transform uncovers get the slice's
+    background value (``fill="background"``: each slice's minimum, the air around the head) or 0.
+
+    Every transform here is linear with zero fill, so ``pi(x - b) + b`` fills with ``b`` exactly.
+    """
+    if fill == "zero":
+        return pi.apply(images)
+    background = images.amin(dim=(-2, -1), keepdim=True)
+    return pi.apply(images - background) + background
 
 
 def _supervised_step(nets, modalities, images, batch, config: CAMConfig, sampler, device) -> dict[str, torch.Tensor]:
@@ -344,7 +399,7 @@ def _supervised_step(nets, modalities, images, batch, config: CAMConfig, sampler
     pi = sample_transform(sampler, config.transform_kinds, config.max_shift, config.scale_range)
     labels = batch["label"].to(device)
     # Augment with the same transform family (labels by nearest neighbour), for a fair bound.
-    images_t, labels_t = pi.apply(images), pi.apply(labels[:, None])[:, 0]
+    images_t, labels_t = transform_images(pi, images, config.transform_fill), pi.apply(labels[:, None])[:, 0]
     both = torch.cat([labels, labels_t])
     # Cross-entropy + Dice: with ~1 % tumour pixels, CE alone first learns to predict nothing.
     loss = sum(supervised_loss(nets[m](torch.cat([images[:, i:i + 1], images_t[:, i:i + 1]])), both,
@@ -422,9 +477,12 @@ def measure_equivariance(result: CAMResult, dataset: SliceDataset, transforms: d
         cams = normalize_cam(net.foreground_maps(predict_cams(net, images, batch_size)[1]))
         out[m] = {}
         for name, pi in transforms.items():
-            cams_of_pi = normalize_cam(net.foreground_maps(predict_cams(net, pi.apply(images), batch_size)[1]))
+            transformed = transform_images(pi, images, result.config.transform_fill)
+            cams_of_pi = normalize_cam(net.foreground_maps(predict_cams(net, transformed, batch_size)[1]))
             valid = pi.valid_mask(*images.shape[-2:])
-            er = equivariance_loss(pi.apply(cams), cams_of_pi, torch.ones(len(images), dtype=torch.bool), valid)
+            # The mean squared difference per valid pixel of each slice (whatever the training reduction).
+            er = equivariance_loss(pi.apply(cams), cams_of_pi, torch.ones(len(images), dtype=torch.bool), valid,
+                                   reduction="per_selected_slice")
             out[m][name] = float(er)
     return out
 

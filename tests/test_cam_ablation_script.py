@@ -1,0 +1,57 @@
+"""experiments/cam_ablation.py on a tiny task: weights chosen on validation, one chosen row per
+seed and modality, and a rerun that reuses every finished run instead of training again."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "cam_ablation.py"
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    spec = importlib.util.spec_from_file_location("cam_ablation_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.EPOCHS, module.SUPERVISED_EPOCHS, module.SEEDS = 1, 2, [0, 1]
+    module.PAIRINGS = [("T2", "FLAIR")]
+    module.TASK = {"image_size": 32, "n_volumes": 6, "n_slices": 4, "split": {"train": 2, "val": 2, "test": 2}}
+    module.GRID = {"er_weight": [1.0, 10.0], "cmer_weight": [1.0, 100.0], "kl_weight": [0.5]}
+    return module
+
+
+def _run(module, tmp_path, monkeypatch) -> list[dict]:
+    out = tmp_path / "cam.csv"
+    monkeypatch.setattr(sys, "argv", ["cam_ablation.py", "--out", str(out), "--runs", str(tmp_path / "runs"),
+                                      "--workers", "1"])
+    module.main()
+    with out.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_weights_are_chosen_on_validation_and_finished_runs_are_reused(ablation, tmp_path, monkeypatch):
+    rows = _run(ablation, tmp_path, monkeypatch)
+    chosen = [r for r in rows if r["chosen"] == "True"]
+    # exactly one chosen row per seed, row and modality (the empty masks once per seed)
+    keys = [(r["seed"], r["method"], r["modality"]) for r in chosen]
+    assert len(keys) == len(set(keys)) == 2 * (1 + 2 * 5)
+    # the ER weight of each modality is the grid value with the best mean validation Dice
+    for modality in ("T2", "FLAIR"):
+        er_rows = [r for r in rows if r["method"] == "cam_er" and r["modality"] == modality]
+        means = {w: sum(float(r["val_dice_3d"]) for r in er_rows if r["er_weight"] == w) / 2
+                 for w in {r["er_weight"] for r in er_rows}}
+        best = max(sorted(means, key=float), key=lambda w: means[w])
+        assert {r["er_weight"] for r in er_rows if r["chosen"] == "True"} == {best}
+        assert {r["er_weight"] for r in chosen if r["method"] == "cam_er_cmer" and r["modality"] == modality} == {best}
+    assert all(r["train_accuracy"] and r["train_majority"] for r in rows if r["method"] != "empty")
+    curves = tmp_path / "cam_curves.csv"
+    assert curves.is_file() and "cls" in curves.read_text().splitlines()[0]
+    # a rerun reads the finished runs back: nothing is trained again, the table is the same
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
+    assert _run(ablation, tmp_path, monkeypatch) == rows
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")} == stamps
