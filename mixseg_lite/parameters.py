@@ -86,6 +86,9 @@ SPECS: dict[str, tuple[str, Any, Any, bool]] = {
     "equivariance_reduction": ("choice", _choices("mixseg_lite.losses.cam:REDUCTIONS"), None, False),
     "foreground_map": ("choice", _choices("mixseg_lite.cam:FOREGROUND_MAPS"), None, False),
     "transform_fill": ("choice", _choices("mixseg_lite.train.cam:TRANSFORM_FILLS"), None, False),
+    "tag_weighting": ("choice", _choices("mixseg_lite.train.cam:TAG_WEIGHTINGS"), None, False),
+    "lr_schedule": ("choice", _choices("mixseg_lite.train.cam:LR_SCHEDULES"), None, False),
+    "regulariser_warmup": ("int", 0, None, False),
     "transform_kinds": ("choices", _transform_kinds, None, False), "max_shift": ("number", 0, 0.99, False),
     "scale_range": ("numbers", 0.01, 100, False), "thresholds": ("numbers", 0, 1, False),
     # hardware and checkpoints

@@ -55,3 +55,14 @@ def test_weights_are_chosen_on_validation_and_finished_runs_are_reused(ablation,
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
     assert _run(ablation, tmp_path, monkeypatch) == rows
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")} == stamps
+
+
+def test_a_weight_chosen_at_the_top_of_its_grid_gets_one_more_value(ablation, tmp_path, monkeypatch):
+    # One-value grids: their only value is always the top one, so both get extended by EXTEND.
+    monkeypatch.setattr(ablation, "GRID", {"er_weight": [1.0], "cmer_weight": [1.0], "kl_weight": [0.5]})
+    monkeypatch.setattr(ablation, "SEEDS", [0])
+    rows = _run(ablation, tmp_path, monkeypatch)
+    tried = {method: {float(r[name]) for r in rows if r["method"] == method}
+             for method, name in (("cam_er", "er_weight"), ("cam_er_cmer", "cmer_weight"))}
+    assert tried == {"cam_er": {1.0, ablation.EXTEND}, "cam_er_cmer": {1.0, ablation.EXTEND}}
+    assert {r["method"] for r in rows if r["chosen"] == "True"} >= {"cam", "cam_er", "cam_er_cmer", "cam_er_cmer_kl"}

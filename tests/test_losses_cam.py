@@ -231,3 +231,25 @@ def test_default_er_is_the_reference_mean_over_the_whole_batch():
         2 * float(reference), rel=1e-6)
     with pytest.raises(InputError, match="unknown reduction 'sum'"):
         equivariance_loss(a, b, positive, reduction="sum")
+
+
+def test_balanced_class_weights_and_the_weighted_tag_loss():
+    from mixseg_lite.losses.cam import balanced_class_weights
+
+    targets = torch.tensor([0, 0, 0, 1])
+    weights = balanced_class_weights(targets)
+    assert torch.allclose(weights, torch.tensor([4 / 6, 4 / 2]))  # N / (C * n_c)
+    scores = torch.randn(4, 2)
+    per_slice = torch.nn.functional.cross_entropy(scores, targets, reduction="none")
+    expected = (weights[targets] * per_slice).sum() / weights[targets].sum()
+    assert torch.allclose(classification_loss(scores, scores, targets, class_weights=weights), expected)
+    # the answer "no tumour" everywhere costs more once positives count as much as negatives
+    always_negative = torch.tensor([[3.0, 0.0]]).repeat(4, 1)
+    assert classification_loss(always_negative, always_negative, targets, class_weights=weights) > \
+        classification_loss(always_negative, always_negative, targets)
+    # multi-label: pos_weight = negatives / positives per class; an empty class keeps weight 1
+    multi = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    assert torch.allclose(balanced_class_weights(multi, multilabel=True), torch.tensor([1.0, 1.0]))
+    assert torch.allclose(balanced_class_weights(multi[1:], multilabel=True), torch.tensor([2.0, 1.0]))
+    with pytest.raises(InputError, match="class_weights"):
+        classification_loss(scores, scores, targets, class_weights=torch.ones(3))

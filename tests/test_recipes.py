@@ -205,6 +205,8 @@ CAM_BAD_FIELD_VALUES = {  # one bad value per field of CAMConfig, and what the e
     "equivariance_maps": ("cams", "unknown equivariance_maps"),
     "equivariance_reduction": ("sum", "unknown equivariance_reduction"), "modalities": ("t1", "modalities must be a list"),
     "foreground_map": ("absent", "unknown foreground_map"), "transform_fill": ("mean", "unknown transform_fill"),
+    "tag_weighting": ("inverse", "unknown tag_weighting"), "lr_schedule": ("step", "unknown lr_schedule"),
+    "regulariser_warmup": (-1, "regulariser_warmup must be an integer >= 0"),
     "base_width": (0, "base_width must be an integer >= 1"), "depth": (0, "depth must be an integer >= 1 and <= 8"),
     "norm": ("layer", "unknown norm"), "recalibrate_norm": (1, "recalibrate_norm must be True or False"),
     "seed": (0.5, "seed must be an integer >= 0"), "device": ("tpu", "device 'tpu' is not a device name"),

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CAM_COMMAND = "python experiments/cam_ablation.py --workers 2 --out results/cam_ablation_brain.csv"
 CURVES = {"mixed_convergence_cardiac": ("python experiments/mixed_convergence.py --out results/mixed_convergence_cardiac.csv",
                                         {"recipe", "method", "epoch", "val_dice"}),
-          "cam_ablation_brain_curves": (CAM_COMMAND, {"pairing", "method", "run", "seed", "epoch", "cls"})}
+          "cam_ablation_brain_curves": (CAM_COMMAND, {"pairing", "method", "run", "seed", "epoch", "cls",
+                                                         "val_loss", "val_accuracy"})}
 # Tables a script writes (several stages, weights chosen on validation) instead of a sweep file:
 # the command that regenerates each, and the claims it settles.
 SCRIPT_TABLES = {"cam_ablation_brain": (CAM_COMMAND, CAM_ABLATION_CLAIMS)}
@@ -82,3 +83,18 @@ def test_the_claims_of_each_file_can_be_settled(path):
                    for difference in settle(members, CLAIMS_BY_NOTEBOOK.get(notebook, []), path.name)]
     for difference in settled:
         assert difference.n >= MIN_SEEDS and difference.low <= difference.mean <= difference.high
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11, open: in the committed sweep 8 of 80 chosen CAM networks "
+                   "(all in CMER rows) tag their training slices worse than the majority answer, and 3 "
+                   "of 20 supervised networks predict no tumour at all")
+def test_every_chosen_cam_network_learnt_its_tags():
+    # Issue 11's acceptance: a network that does no better than the majority tag on its own
+    # training slices has no CAM worth thresholding, so every network the claims compare must beat
+    # that answer. Known to fail (strict: it reports when a regenerated sweep makes it pass).
+    rows = [r for r in read_results(ROOT / "results" / "cam_ablation_brain.csv")
+            if r["method"] != "empty" and r["chosen"] == "True"]
+    assert rows
+    failed = [f"{r['pairing']} {r['method']} {r['modality']} seed {r['seed']}" for r in rows
+              if not float(r["train_accuracy"]) > float(r["train_majority"]) + 1e-6]
+    assert not failed, f"networks at the majority answer: {failed}"

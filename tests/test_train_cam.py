@@ -169,3 +169,47 @@ def test_background_fill_and_foreground_map(data):
     train, _ = data
     result = train_cam(train, method="cam", modalities=("T2",), foreground_map="difference", **TINY)
     assert result.nets["T2"].foreground == "difference"
+
+
+def test_validation_curve_is_logged_without_changing_the_training(data):
+    train, val = data
+    for method in ("cam_er_cmer", "supervised"):
+        plain = train_cam(train, method=method, modalities=("T2", "FLAIR"), **TINY)
+        watched = train_cam(train, val=val, method=method, modalities=("T2", "FLAIR"), **TINY)
+        for record in watched.log:
+            assert math.isfinite(record["val_loss"]) and record["val_loss"] > 0
+            assert 0.0 <= record["val_accuracy"] <= 1.0
+        for m in plain.nets:  # evaluating between epochs touches neither weights nor BatchNorm statistics
+            for (name, a), b in zip(plain.nets[m].state_dict().items(), watched.nets[m].state_dict().values()):
+                assert torch.equal(a, b), (method, name)
+
+
+def test_cosine_schedule_and_regulariser_warmup():
+    from mixseg_lite.train.cam import learning_rate_at, regulariser_ramp
+
+    cosine, constant = CAMConfig(lr=0.01, lr_schedule="cosine"), CAMConfig(lr=0.01)
+    assert learning_rate_at(cosine, 0, 100) == pytest.approx(0.01)
+    assert learning_rate_at(cosine, 50, 100) == pytest.approx(0.005)
+    assert learning_rate_at(cosine, 99, 100) < 0.01 * 0.001
+    assert all(learning_rate_at(constant, done, 100) == 0.01 for done in (0, 50, 99))
+    assert [regulariser_ramp(done, 4) for done in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert regulariser_ramp(0, 0) == 1.0
+
+
+def test_warmup_scales_the_first_steps_regularisers(data):
+    # Same seed, same first step: the logged ER / CMER / KL of step 1 are the full ones times 1/2.
+    train, _ = data
+    one_step = dict(TINY, epochs=1)
+    full = train_cam(train, method="cam_er_cmer_kl", modalities=("T2", "FLAIR"), **one_step).log[0]
+    warm = train_cam(train, method="cam_er_cmer_kl", modalities=("T2", "FLAIR"), regulariser_warmup=2,
+                     **one_step).log[0]
+    assert warm["cls"] == full["cls"]
+    for term in ("er", "cmer", "kl"):
+        assert warm[term] == pytest.approx(0.5 * full[term], rel=1e-5), term
+
+
+def test_balanced_tag_loss_trains_and_weighs_positives_more(data):
+    train, _ = data
+    balanced = train_cam(train, method="cam", modalities=("T2",), tag_weighting="balanced", **TINY)
+    plain = train_cam(train, method="cam", modalities=("T2",), **TINY)
+    assert balanced.log[0]["cls"] != plain.log[0]["cls"] and math.isfinite(balanced.log[-1]["cls"])

@@ -47,13 +47,16 @@ def _masked_mean(per_slice: torch.Tensor, selected: torch.Tensor) -> torch.Tenso
 
 
 def classification_loss(scores: torch.Tensor, transformed_scores: torch.Tensor, targets: torch.Tensor,
-                        multilabel: bool = False) -> torch.Tensor:
+                        multilabel: bool = False, class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Tag loss on both views: ``0.5 * (CE(s(x), y) + CE(s(pi(x)), y))``.
 
     Args:
         scores, transformed_scores: ``(B, C)`` class scores (logits) of ``x`` and ``pi(x)``.
         targets: ``(B,)`` int64 class indices (softmax), or ``(B, C)`` float 0/1 (multi-label).
         multilabel: binary cross-entropy per class (mean over classes) instead of softmax CE.
+        class_weights: ``None`` (the paper: every slice counts the same), or ``(C,)`` weights:
+            softmax, the weight of each class (weighted mean ``sum_b w_{y_b} CE_b / sum_b w_{y_b}``);
+            multi-label, the ``pos_weight`` of each class's positives. See :func:`balanced_class_weights`.
 
     Returns:
         scalar, mean over the batch. Pass ``transformed_scores=scores`` for one view only.
@@ -63,14 +66,36 @@ def classification_loss(scores: torch.Tensor, transformed_scores: torch.Tensor, 
         if targets.shape != scores.shape:
             raise InputError(f"classification_loss: multi-label targets {tuple(targets.shape)} "
                              f"must match scores {tuple(scores.shape)}")
-        loss = F.binary_cross_entropy_with_logits
+        def loss(s, t):
+            return F.binary_cross_entropy_with_logits(s, t, pos_weight=class_weights)
         targets = targets.float()
     else:
         if targets.shape != scores.shape[:1]:
             raise InputError(f"classification_loss: targets {tuple(targets.shape)} must be one class per slice "
                              f"({scores.shape[0]},)")
-        loss = F.cross_entropy
+
+        def loss(s, t):
+            return F.cross_entropy(s, t, weight=class_weights)
+    if class_weights is not None and class_weights.shape != scores.shape[1:]:
+        raise InputError(f"classification_loss: class_weights {tuple(class_weights.shape)} must have one weight "
+                         f"per class ({scores.shape[1]},)")
     return 0.5 * (loss(scores, targets) + loss(transformed_scores, targets))
+
+
+def balanced_class_weights(targets: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """Weights that make each tag class count the same in :func:`classification_loss`.
+
+    Softmax, ``targets (N,)`` of ``C = max + 1`` classes (at least 2): ``w_c = N / (C * n_c)``
+    (scikit-learn's "balanced"), so a network answering the majority tag everywhere no longer
+    sits at a low loss. Multi-label, ``targets (N, C)``: ``pos_weight_c = n_negative / n_positive``.
+    A class without examples gets weight 0 (softmax) or 1 (multi-label): it has nothing to balance.
+    """
+    if multilabel:
+        positives = targets.float().sum(dim=0)
+        negatives = len(targets) - positives
+        return torch.where(positives > 0, negatives / positives.clamp(min=1), torch.ones_like(positives))
+    counts = torch.bincount(targets.long(), minlength=2).float()
+    return torch.where(counts > 0, counts.sum() / (len(counts) * counts.clamp(min=1)), torch.zeros_like(counts))
 
 
 REDUCTIONS = ("reference", "per_selected_slice")
