@@ -202,6 +202,7 @@ CAM_BAD_FIELD_VALUES = {  # one bad value per field of CAMConfig, and what the e
     "scale_range": ((1.3, 0.7), "scale_range must be two numbers (low, high) with 0 < low <= high"),
     "multilabel": ("yes", "multilabel must be True or False"),
     "supervised_dice_weight": (-1.0, "supervised_dice_weight must be >= 0"),
+    "supervised_class_balance": (-0.5, "supervised_class_balance must be a number >= 0"),
     "equivariance_maps": ("cams", "unknown equivariance_maps"),
     "equivariance_reduction": ("sum", "unknown equivariance_reduction"), "modalities": ("t1", "modalities must be a list"),
     "foreground_map": ("absent", "unknown foreground_map"), "transform_fill": ("mean", "unknown transform_fill"),

@@ -213,3 +213,17 @@ def test_balanced_tag_loss_trains_and_weighs_positives_more(data):
     balanced = train_cam(train, method="cam", modalities=("T2",), tag_weighting="balanced", **TINY)
     plain = train_cam(train, method="cam", modalities=("T2",), **TINY)
     assert balanced.log[0]["cls"] != plain.log[0]["cls"] and math.isfinite(balanced.log[-1]["cls"])
+
+
+def test_supervised_class_balance_reaches_the_upper_bounds_loss(data):
+    # supervised_class_balance is passed to losses.mixed.supervised_loss (tested there): same seed
+    # and first batch, so only the CE's class weights can make the logged losses differ.
+    train, test = data
+    one_step = dict(TINY, epochs=1)
+    plain = train_supervised(train, modalities=("T2",), **one_step)
+    weighted = train_supervised(train, modalities=("T2",), supervised_class_balance=0.5, **one_step)
+    assert weighted.log[0]["ce_dice"] != plain.log[0]["ce_dice"] and math.isfinite(weighted.log[0]["ce_dice"])
+    plain_val = train_supervised(train, modalities=("T2",), val=test, **one_step).log[0]["val_loss"]
+    weighted_val = train_supervised(train, modalities=("T2",), supervised_class_balance=0.5, val=test,
+                                    **one_step).log[0]["val_loss"]
+    assert weighted_val != plain_val

@@ -98,6 +98,7 @@ CAM_FIELD_RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "lr": ("positive", 0, None, False), "tau": ("positive", 0, None, False),
     "weight_decay": ("number", 0, None, False), "max_shift": ("number", 0, 0.99, False),
     "supervised_dice_weight": ("number", None, None, False),
+    "supervised_class_balance": ("number", 0, None, False),
     "multilabel": ("bool", None, None, False), "recalibrate_norm": ("bool", None, None, False),
     "progress": ("bool", None, None, False),
 }
@@ -132,6 +133,9 @@ class CAMConfig:
     scale_range: tuple[float, float] = (0.7, 1.3)  # [choose]
     multilabel: bool = False            # BCE per foreground class instead of softmax present/absent
     supervised_dice_weight: float = 1.0  # "supervised" row: CE + this * soft Dice
+    # [choose] "supervised" row: class weights of its CE, (N / N_k) ** this (losses.mixed.supervised_loss);
+    # 0 is plain CE, under which some networks of the committed sweep never left "no tumour".
+    supervised_class_balance: float = 0.0
     equivariance_maps: str = "foreground"  # [choose] maps ER / CMER compare: "foreground" CAMs or "all" maps
     # How ER and CMER average (mixseg_lite.losses.cam.REDUCTIONS): "reference" is the reference
     # code's mean over batch x channels x pixels; "per_selected_slice" (our first version) is 2.5-4x
@@ -362,7 +366,8 @@ def _validation_curve_point(nets, modalities, val: SliceDataset, columns, config
         outputs = [net(val.images[s:s + batch_size, col:col + 1].to(device)) for s in range(0, len(val), batch_size)]
         if supervised:
             logits = torch.cat(outputs).cpu()
-            loss += float(supervised_loss(logits, val.labels, config.supervised_dice_weight))
+            loss += float(supervised_loss(logits, val.labels, config.supervised_dice_weight,
+                                          config.supervised_class_balance))
             positive = (logits.argmax(1) > 0).flatten(1).any(1)
         else:
             scores = torch.cat([s for s, _ in outputs]).cpu()
@@ -487,7 +492,7 @@ def _supervised_step(nets, modalities, images, batch, config: CAMConfig, sampler
     both = torch.cat([labels, labels_t])
     # Cross-entropy + Dice: with ~1 % tumour pixels, CE alone first learns to predict nothing.
     loss = sum(supervised_loss(nets[m](torch.cat([images[:, i:i + 1], images_t[:, i:i + 1]])), both,
-                               config.supervised_dice_weight)
+                               config.supervised_dice_weight, config.supervised_class_balance)
                for i, m in enumerate(modalities))
     return {"ce_dice": loss, "loss": loss}
 
