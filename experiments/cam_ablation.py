@@ -150,9 +150,9 @@ def choose(runs: list, pairing, method: str, fixed: dict, name: str, modality: s
     scores = {}
     for value in values or GRID[name]:
         weights = {**fixed, name: value}
-        values = [row["val_dice_3d"] for (p, m, w, _), run in runs if p == pairing and m == method and w == weights
-                  for row in run["rows"] if row["method"] != "empty" and modality in (None, row["modality"])]
-        scores[value] = sum(values) / len(values)
+        dice = [row["val_dice_3d"] for (p, m, w, _), run in runs if p == pairing and m == method and w == weights
+                for row in run["rows"] if row["method"] != "empty" and modality in (None, row["modality"])]
+        scores[value] = sum(dice) / len(dice)
     best = max(sorted(scores), key=lambda value: scores[value])
     print(f"{'+'.join(pairing)} {method}{' ' + modality if modality else ''}: validation 3-D Dice by {name} "
           + ", ".join(f"{v:g}: {s:.3f}" for v, s in scores.items()) + f" -> {best:g}", flush=True)
