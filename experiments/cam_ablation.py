@@ -7,7 +7,10 @@ modality, plus the empty-mask baseline per pairing and seed) and ``results/cam_a
     python experiments/cam_ablation.py --workers 2 --out results/cam_ablation_brain.csv
 
 The weights are chosen in three stages, each on the validation volumes only (mean validation 3-D
-Dice over the seeds; ties go to the smaller weight):
+Dice over the seeds; ties go to the smaller weight), among the weights under which every network of
+every seed learnt its tags (beats the majority answer on its training slices, :func:`learnt_tags`;
+large ER and CMER weights flatten the CAMs until the tag scores barely move, and such a network's
+maps are not worth thresholding however its Dice comes out):
 
 1. ``cam`` and ``cam_er`` at every ER weight of :data:`GRID`                 -> the ER weight of
    each modality (ER acts on its own network only, so each network's weight is chosen on its own
@@ -16,7 +19,8 @@ Dice over the seeds; ties go to the smaller weight):
    pairing (mean over both modalities: CMER couples the networks);
 3. ``cam_er_cmer_kl`` at both and every KL weight                            -> the KL weight;
 
-then the supervised upper bound (:data:`SUPERVISED_EPOCHS`). A weight chosen at the top of its grid
+then the supervised upper bound (:data:`SUPERVISED_EPOCHS`), its class balance chosen the same way
+(:data:`SUPERVISED_GRID`). A weight chosen at the top of its grid
 extends the grid once by a factor of 100 (:data:`EXTEND`) and is chosen again, so that no chosen
 weight sits on the edge of what was tried without being flagged.
 
@@ -51,12 +55,14 @@ SUPERVISED_EPOCHS = 12
 # class-balanced tag loss and a 3-epoch linear warm-up of the ER / CMER / KL weights (each alone
 # let T2 + FLAIR seed 2's method row, which answered "no tumour" everywhere, learn its tags).
 RECIPE = {"lr": 1e-2, "lr_schedule": "cosine", "tag_weighting": "balanced", "regulariser_warmup": 3}
-# The supervised upper bound's CE weighs tumour pixels up, (N / N_k) ** 0.5 (as the mixed-supervision
-# recipes): with plain CE + Dice, 3 of its 20 networks in this sweep never predicted a tumour pixel.
-SUPERVISED = {"supervised_class_balance": 0.5}
+# The supervised upper bound's CE weighs tumour pixels up, (N / N_k) ** class balance, chosen on
+# validation as the CAM weights: with plain CE + Dice 3 of its 20 networks never predicted a tumour
+# pixel, with 0.5 (the mixed-supervision recipes) T1 of T1 + T2 seed 2 still did not.
+SUPERVISED_GRID = {"supervised_class_balance": [0.5, 0.75, 1.0]}
 # Weights in the reference code's units (mixseg_lite.losses.cam.REDUCTIONS "reference"). The first
 # value of each list is the paper's; the others span what the reference scale lets the term do.
-GRID = {"er_weight": [1.0, 10.0, 100.0], "cmer_weight": [1.0, 100.0, 10000.0], "kl_weight": [0.5]}
+GRID = {"er_weight": [1.0, 10.0, 100.0], "cmer_weight": [1.0, 10.0, 100.0, 1000.0, 10000.0],
+        "kl_weight": [0.5, 0.05, 5.0]}
 PAPER = {name: values[0] for name, values in GRID.items()}
 EXTEND = 100.0  # a weight chosen at the top of its grid: try EXTEND x that weight once more
 METRICS = ("dice_3d", "dice_pos", "dice_slice_avg", "accuracy")
@@ -76,7 +82,7 @@ def run_name(pairing, method: str, weights: dict, seed: int) -> str:
     if epochs_of(method) != EPOCHS:
         parts.append(f"epochs={epochs_of(method)}")
     if method == "supervised":
-        parts += [f"cb={SUPERVISED['supervised_class_balance']:g}"]
+        parts += [f"cb={weights['supervised_class_balance']:g}"]
     return "_".join(["+".join(pairing), method, *parts, f"seed{seed}"])
 
 
@@ -98,7 +104,7 @@ def train_one(pairing, method: str, weights: dict, seed: int, folder: Path) -> P
                                  seed=seed)
     data = {k: SliceDataset(v) for k, v in split_volumes(volumes, TASK["split"], seed=seed).items()}
     config = CAMConfig(method=method, epochs=epochs_of(method), modalities=pairing, seed=seed, progress=False,
-                       **RECIPE, **(SUPERVISED if method == "supervised" else {}), **{**PAPER, **weights})
+                       **RECIPE, **{**PAPER, **weights})
     started = time.perf_counter()
     result = train_cam(data["train"], config, val=data["val"])
     seconds = time.perf_counter() - started
@@ -142,21 +148,49 @@ def run_stage(jobs: list, folder: Path, workers: int) -> list:
     return [(job, json.loads(path.read_text())) for job, path in zip(jobs, paths)]
 
 
+def learnt_tags(row: dict) -> bool:
+    """Whether a network beats the majority answer on its own training slices (issue 11): one that
+    does not has no CAM worth thresholding, whatever its Dice."""
+    return row["train_accuracy"] > row["train_majority"] + 1e-6
+
+
 def choose(runs: list, pairing, method: str, fixed: dict, name: str, modality: str | None = None,
            values=None) -> float:
     """The value of ``name`` (among ``values``, default its grid) with the best mean validation 3-D
     Dice over seeds (and over the pairing's modalities, or of ``modality`` only); ties go to the
-    smaller weight."""
-    scores = {}
+    smaller weight. Only values under which every one of those networks learnt its tags
+    (:func:`learnt_tags`) are admissible; when none is, the best of all is returned with a warning."""
+    scores, failed = {}, {}
     for value in values or GRID[name]:
         weights = {**fixed, name: value}
-        dice = [row["val_dice_3d"] for (p, m, w, _), run in runs if p == pairing and m == method and w == weights
+        rows = [(seed, row) for (p, m, w, seed), run in runs if p == pairing and m == method and w == weights
                 for row in run["rows"] if row["method"] != "empty" and modality in (None, row["modality"])]
-        scores[value] = sum(dice) / len(dice)
-    best = max(sorted(scores), key=lambda value: scores[value])
+        scores[value] = sum(row["val_dice_3d"] for _, row in rows) / len(rows)
+        failed[value] = [f"{row['modality']} seed {seed}" for seed, row in rows if not learnt_tags(row)]
+    admissible = [value for value in scores if not failed[value]]
+    best = max(sorted(admissible or scores), key=lambda value: scores[value])
     print(f"{'+'.join(pairing)} {method}{' ' + modality if modality else ''}: validation 3-D Dice by {name} "
-          + ", ".join(f"{v:g}: {s:.3f}" for v, s in scores.items()) + f" -> {best:g}", flush=True)
+          + ", ".join(f"{v:g}: {s:.3f}" + (f" (tags not learnt: {', '.join(failed[v])})" if failed[v] else "")
+                      for v, s in scores.items())
+          + f" -> {best:g}" + ("" if admissible else " WARNING: no value lets every network learn its tags"),
+          flush=True)
     return best
+
+
+def pairing_stage(runs: list, method: str, name: str, chosen: dict, args) -> list:
+    """Train ``method`` at ``chosen`` and every value of ``name`` in its grid, plus EXTEND x the top
+    value where the top was chosen; adds the chosen value to ``chosen[pairing]``; returns the new runs."""
+    jobs = [(p, method, {**chosen[p], name: v}, s) for p in PAIRINGS for s in SEEDS for v in GRID[name]]
+    new = run_stage(jobs, args.runs, args.workers)
+    values = {p: list(GRID[name]) for p in PAIRINGS}
+    top = [p for p in PAIRINGS if choose(runs + new, p, method, chosen[p], name) == max(values[p])]
+    for p in top:
+        values[p].append(max(values[p]) * EXTEND)
+    new += run_stage([(p, method, {**chosen[p], name: values[p][-1]}, s) for p in top for s in SEEDS],
+                     args.runs, args.workers)
+    for p in PAIRINGS:
+        chosen[p][name] = choose(runs + new, p, method, chosen[p], name, values=values[p])
+    return new
 
 
 def main() -> None:
@@ -179,23 +213,13 @@ def main() -> None:
                       args.runs, args.workers)
     chosen = {p: {"er_weight": {m: choose(runs, p, "cam_er", {}, "er_weight", m, er_values[p]) for m in p}}
               for p in PAIRINGS}
-    stage = [(p, "cam_er_cmer", {**chosen[p], "cmer_weight": c}, s)
-             for p in PAIRINGS for s in SEEDS for c in GRID["cmer_weight"]]
-    runs += run_stage(stage, args.runs, args.workers)
-    cmer_values = {p: list(GRID["cmer_weight"]) for p in PAIRINGS}
-    top = [p for p in PAIRINGS if choose(runs, p, "cam_er_cmer", chosen[p], "cmer_weight") == cmer_values[p][-1]]
-    for p in top:
-        cmer_values[p].append(cmer_values[p][-1] * EXTEND)
-    runs += run_stage([(p, "cam_er_cmer", {**chosen[p], "cmer_weight": cmer_values[p][-1]}, s)
-                       for p in top for s in SEEDS], args.runs, args.workers)
+    for method, name in (("cam_er_cmer", "cmer_weight"), ("cam_er_cmer_kl", "kl_weight")):
+        runs += pairing_stage(runs, method, name, chosen, args)
+    runs += run_stage([(p, "supervised", {"supervised_class_balance": cb}, s) for p in PAIRINGS for s in SEEDS
+                       for cb in SUPERVISED_GRID["supervised_class_balance"]], args.runs, args.workers)
     for p in PAIRINGS:
-        chosen[p]["cmer_weight"] = choose(runs, p, "cam_er_cmer", chosen[p], "cmer_weight", values=cmer_values[p])
-    stage = [(p, "cam_er_cmer_kl", {**chosen[p], "kl_weight": k}, s)
-             for p in PAIRINGS for s in SEEDS for k in GRID["kl_weight"]]
-    runs += run_stage(stage, args.runs, args.workers)
-    for p in PAIRINGS:
-        chosen[p]["kl_weight"] = choose(runs, p, "cam_er_cmer_kl", chosen[p], "kl_weight")
-    runs += run_stage([(p, "supervised", {}, s) for p in PAIRINGS for s in SEEDS], args.runs, args.workers)
+        chosen[p]["supervised_class_balance"] = choose(runs, p, "supervised", {}, "supervised_class_balance",
+                                                       values=SUPERVISED_GRID["supervised_class_balance"])
 
     rows, curves = [], []
     for (pairing, method, weights, seed), run in runs:
@@ -206,13 +230,14 @@ def main() -> None:
             # Each modality's own weights; "chosen" when they are the ones chosen for its method.
             # the weights this row trains with (None: the term is off in this row)
             own = {k: (weights[k][m] if isinstance(weights[k], dict) else weights[k]) if k in weights and m != "-"
-                   else None for k in PAPER}
+                   else None for k in (*PAPER, *SUPERVISED_GRID)}
             best = {k: (v[m] if isinstance(v, dict) else v) for k, v in chosen[pairing].items()} if m != "-" else {}
             is_chosen = all(best[k] == own[k] for k in weights) if m != "-" else True
             rows.append({"pairing": "+".join(pairing), "seed": seed, **own, "chosen": is_chosen, **row})
         curves += [{"pairing": "+".join(pairing), "method": method, "run": run_name(pairing, method, weights, seed),
                     "seed": seed, **entry} for entry in run["log"]]
-    columns = ["pairing", "seed", "method", "modality", "er_weight", "cmer_weight", "kl_weight", "chosen",
+    columns = ["pairing", "seed", "method", "modality", "er_weight", "cmer_weight", "kl_weight",
+               "supervised_class_balance", "chosen",
                *METRICS, "val_dice_3d", "threshold", "threshold_at_edge", "train_accuracy", "train_majority",
                "train_seconds", "final_cls"]
     args.out.parent.mkdir(parents=True, exist_ok=True)

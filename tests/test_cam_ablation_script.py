@@ -66,3 +66,23 @@ def test_a_weight_chosen_at_the_top_of_its_grid_gets_one_more_value(ablation, tm
              for method, name in (("cam_er", "er_weight"), ("cam_er_cmer", "cmer_weight"))}
     assert tried == {"cam_er": {1.0, ablation.EXTEND}, "cam_er_cmer": {1.0, ablation.EXTEND}}
     assert {r["method"] for r in rows if r["chosen"] == "True"} >= {"cam", "cam_er", "cam_er_cmer", "cam_er_cmer_kl"}
+
+
+def _grid_run(dice: float, learnt: bool) -> dict:
+    rows = [{"method": "cam_er", "modality": m, "val_dice_3d": dice, "train_majority": 0.7,
+             "train_accuracy": 0.9 if learnt or m == "T2" else 0.7} for m in ("T2", "FLAIR")]
+    return {"rows": rows + [{"method": "empty", "modality": "-"}]}
+
+
+def test_a_weight_under_which_a_network_did_not_learn_its_tags_is_not_chosen(ablation, capsys):
+    pairing = ("T2", "FLAIR")
+    runs = [((pairing, "cam_er", {"er_weight": 1.0}, seed), _grid_run(0.3, True)) for seed in (0, 1)]
+    runs += [((pairing, "cam_er", {"er_weight": 10.0}, seed), _grid_run(0.5, seed == 0)) for seed in (0, 1)]
+    # 10 has the better validation Dice, but FLAIR of seed 1 answers the majority tag under it
+    assert ablation.choose(runs, pairing, "cam_er", {}, "er_weight", values=[1.0, 10.0]) == 1.0
+    assert "tags not learnt: FLAIR seed 1" in capsys.readouterr().out
+    # T2 learnt under both, so for T2 alone the better Dice wins
+    assert ablation.choose(runs, pairing, "cam_er", {}, "er_weight", "T2", [1.0, 10.0]) == 10.0
+    # no admissible value: the best of all, with a warning
+    assert ablation.choose(runs, pairing, "cam_er", {}, "er_weight", "FLAIR", [10.0]) == 10.0
+    assert "WARNING: no value lets every network learn its tags" in capsys.readouterr().out
