@@ -8,7 +8,8 @@ modality, plus the empty-mask baseline per pairing and seed) and ``results/cam_a
 
 The weights are chosen in three stages, each on the validation volumes only (mean validation 3-D
 Dice over the seeds; ties go to the smaller weight), among the weights under which every network of
-every seed learnt its tags (beats the majority answer on its training slices, :func:`learnt_tags`;
+every seed learnt its tags (beats the majority answer on its training slices,
+``mixseg_lite.train.cam.learnt_tags``;
 large ER and CMER weights flatten the CAMs until the tag scores barely move, and such a network's
 maps are not worth thresholding however its Dice comes out):
 
@@ -148,25 +149,23 @@ def run_stage(jobs: list, folder: Path, workers: int) -> list:
     return [(job, json.loads(path.read_text())) for job, path in zip(jobs, paths)]
 
 
-def learnt_tags(row: dict) -> bool:
-    """Whether a network beats the majority answer on its own training slices (issue 11): one that
-    does not has no CAM worth thresholding, whatever its Dice."""
-    return row["train_accuracy"] > row["train_majority"] + 1e-6
-
-
 def choose(runs: list, pairing, method: str, fixed: dict, name: str, modality: str | None = None,
            values=None) -> float:
     """The value of ``name`` (among ``values``, default its grid) with the best mean validation 3-D
     Dice over seeds (and over the pairing's modalities, or of ``modality`` only); ties go to the
     smaller weight. Only values under which every one of those networks learnt its tags
-    (:func:`learnt_tags`) are admissible; when none is, the best of all is returned with a warning."""
+    (``mixseg_lite.train.cam.learnt_tags``) are admissible; when none is, the best of all is returned
+    with a warning."""
+    from mixseg_lite.train.cam import learnt_tags
+
     scores, failed = {}, {}
     for value in values or GRID[name]:
         weights = {**fixed, name: value}
         rows = [(seed, row) for (p, m, w, seed), run in runs if p == pairing and m == method and w == weights
                 for row in run["rows"] if row["method"] != "empty" and modality in (None, row["modality"])]
         scores[value] = sum(row["val_dice_3d"] for _, row in rows) / len(rows)
-        failed[value] = [f"{row['modality']} seed {seed}" for seed, row in rows if not learnt_tags(row)]
+        failed[value] = [f"{row['modality']} seed {seed}" for seed, row in rows
+                         if not learnt_tags(row["train_accuracy"], row["train_majority"])]
     admissible = [value for value in scores if not failed[value]]
     best = max(sorted(admissible or scores), key=lambda value: scores[value])
     print(f"{'+'.join(pairing)} {method}{' ' + modality if modality else ''}: validation 3-D Dice by {name} "
@@ -177,19 +176,27 @@ def choose(runs: list, pairing, method: str, fixed: dict, name: str, modality: s
     return best
 
 
-def pairing_stage(runs: list, method: str, name: str, chosen: dict, args) -> list:
-    """Train ``method`` at ``chosen`` and every value of ``name`` in its grid, plus EXTEND x the top
-    value where the top was chosen; adds the chosen value to ``chosen[pairing]``; returns the new runs."""
-    jobs = [(p, method, {**chosen[p], name: v}, s) for p in PAIRINGS for s in SEEDS for v in GRID[name]]
-    new = run_stage(jobs, args.runs, args.workers)
-    values = {p: list(GRID[name]) for p in PAIRINGS}
-    top = [p for p in PAIRINGS if choose(runs + new, p, method, chosen[p], name) == max(values[p])]
-    for p in top:
-        values[p].append(max(values[p]) * EXTEND)
-    new += run_stage([(p, method, {**chosen[p], name: values[p][-1]}, s) for p in top for s in SEEDS],
+def weight_stage(runs: list, method: str, name: str, chosen: dict, args, per_modality: bool = False) -> list:
+    """Train ``method`` at ``chosen[pairing]`` and every value of ``name`` in its grid, plus EXTEND x
+    the top value for a pairing that chose the top; sets ``chosen[pairing][name]`` (per modality
+    with ``per_modality``: ER acts on each network alone) and returns the new runs."""
+    new = run_stage([(p, method, {**chosen[p], name: v}, s) for p in PAIRINGS for s in SEEDS for v in GRID[name]],
+                    args.runs, args.workers)
+
+    def pick(p, values=None):
+        if per_modality:
+            return {m: choose(runs + new, p, method, chosen[p], name, m, values) for m in p}
+        return choose(runs + new, p, method, chosen[p], name, values=values)
+
+    best = {p: pick(p) for p in PAIRINGS}
+    top, extended = max(GRID[name]), max(GRID[name]) * EXTEND
+    at_top = [p for p in PAIRINGS if top in (best[p].values() if per_modality else [best[p]])]
+    new += run_stage([(p, method, {**chosen[p], name: extended}, s) for p in at_top for s in SEEDS],
                      args.runs, args.workers)
+    for p in at_top:
+        best[p] = pick(p, [*GRID[name], extended])
     for p in PAIRINGS:
-        chosen[p][name] = choose(runs + new, p, method, chosen[p], name, values=values[p])
+        chosen[p][name] = best[p]
     return new
 
 
@@ -201,20 +208,11 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
 
-    runs: list = []
-    stage = [(p, "cam", {}, s) for p in PAIRINGS for s in SEEDS]
-    stage += [(p, "cam_er", {"er_weight": er}, s) for p in PAIRINGS for s in SEEDS for er in GRID["er_weight"]]
-    runs += run_stage(stage, args.runs, args.workers)
-    er_values = {p: list(GRID["er_weight"]) for p in PAIRINGS}
-    top = [p for p in PAIRINGS if any(choose(runs, p, "cam_er", {}, "er_weight", m) == er_values[p][-1] for m in p)]
-    for p in top:  # a modality chose the top ER weight: try one more
-        er_values[p].append(er_values[p][-1] * EXTEND)
-    runs += run_stage([(p, "cam_er", {"er_weight": er_values[p][-1]}, s) for p in top for s in SEEDS],
-                      args.runs, args.workers)
-    chosen = {p: {"er_weight": {m: choose(runs, p, "cam_er", {}, "er_weight", m, er_values[p]) for m in p}}
-              for p in PAIRINGS}
+    runs = run_stage([(p, "cam", {}, s) for p in PAIRINGS for s in SEEDS], args.runs, args.workers)
+    chosen: dict = {p: {} for p in PAIRINGS}
+    runs += weight_stage(runs, "cam_er", "er_weight", chosen, args, per_modality=True)
     for method, name in (("cam_er_cmer", "cmer_weight"), ("cam_er_cmer_kl", "kl_weight")):
-        runs += pairing_stage(runs, method, name, chosen, args)
+        runs += weight_stage(runs, method, name, chosen, args)
     runs += run_stage([(p, "supervised", {"supervised_class_balance": cb}, s) for p in PAIRINGS for s in SEEDS
                        for cb in SUPERVISED_GRID["supervised_class_balance"]], args.runs, args.workers)
     for p in PAIRINGS:
@@ -227,8 +225,8 @@ def main() -> None:
             if row["method"] == "empty" and method != "cam":
                 continue  # one empty baseline per pairing and seed
             m = row["modality"]
-            # Each modality's own weights; "chosen" when they are the ones chosen for its method.
-            # the weights this row trains with (None: the term is off in this row)
+            # The weights this modality's network trained with (None: the term is off in this row);
+            # "chosen" when they are the ones chosen for its method.
             own = {k: (weights[k][m] if isinstance(weights[k], dict) else weights[k]) if k in weights and m != "-"
                    else None for k in (*PAPER, *SUPERVISED_GRID)}
             best = {k: (v[m] if isinstance(v, dict) else v) for k, v in chosen[pairing].items()} if m != "-" else {}

@@ -114,7 +114,7 @@ from mixseg_lite.plotting import method_colour, show_overlay
 from mixseg_lite.report import committed_tables
 from mixseg_lite.stats import read_results
 from mixseg_lite.results import committed_results, format_table, write_metrics
-from mixseg_lite.train.cam import (CAMConfig, choose_thresholds, empty_baseline, evaluate_cam,
+from mixseg_lite.train.cam import (CAMConfig, choose_thresholds, empty_baseline, evaluate_cam, learnt_tags,
                                    measure_equivariance, predict_slices, tag_accuracy, train_cam)
 from mixseg_lite.transforms import Transform
 
@@ -393,13 +393,21 @@ fig.tight_layout()
 # stable on every machine: everything here is read from the committed results file
 ROW_ORDER = ["empty", "cam", "cam_er", "cam_er_cmer", "cam_er_cmer_kl", "supervised"]
 sweep = [r for r in read_results(committed_results("cam_ablation_brain")) if r["method"] != "empty"]
-learnt, failed = {}, set()
+# Per row of the chosen weights, its lowest training tag accuracy over the seeds; per weight of the
+# grid, the networks that did not learn their tags under it (such a weight was not admissible).
+WEIGHTS = ("er_weight", "cmer_weight", "kl_weight", "supervised_class_balance")
+learnt, failed, not_learnt = {}, set(), {}
 for r in sweep:
+    accuracy, majority = float(r["train_accuracy"]), float(r["train_majority"])
+    weights = (f"{w.replace('_weight', '').replace('supervised_', '')}={r[w]}" for w in WEIGHTS if r[w] not in ("", None))
+    networks = not_learnt.setdefault((r["pairing"], r["method"], *weights), [])
+    if not learnt_tags(accuracy, majority):
+        networks.append(f"{r['modality']} {r['seed']}")
     if r["chosen"] == "True":
         key = (r["pairing"], r["method"], r["modality"])
-        margin = float(r["train_accuracy"]) - float(r["train_majority"])
-        learnt[key] = min(learnt.get(key, (1.0, 1.0)), (float(r["train_accuracy"]), margin), key=lambda pair: pair[1])
-        if margin <= 1e-6:
+        margin = accuracy - majority
+        learnt[key] = min(learnt.get(key, (1.0, 1.0)), (accuracy, margin), key=lambda pair: pair[1])
+        if not learnt_tags(accuracy, majority):
             failed.add((r["pairing"], r["modality"], r["method"], r["seed"], abs(margin) <= 1e-6))
 print(format_table([{"pairing": p, "method": m, "modality": mod, "lowest accuracy": f"{acc:.3f}",
                      "above majority by": f"{margin:+.3f}"} for (p, m, mod), (acc, margin) in sorted(learnt.items())],
@@ -409,15 +417,6 @@ print(f"networks no better than the majority tag on their training slices: {len(
 for pairing, modality, method, seed, constant in sorted(failed):
     print(f"  {pairing} {modality} {method} seed {seed}: "
           + ("answers 'no tumour' everywhere" if constant else "below the majority answer"))
-# Every weight of the grid under which some network did not learn its tags: not admissible.
-WEIGHTS = ("er_weight", "cmer_weight", "kl_weight", "supervised_class_balance")
-not_learnt: dict = {}
-for r in sweep:
-    key = (r["pairing"], r["method"], *(f"{w.replace('_weight', '').replace('supervised_', '')}={r[w]}"
-                                        for w in WEIGHTS if r[w] not in ("", None)))
-    not_learnt.setdefault(key, [])
-    if float(r["train_accuracy"]) <= float(r["train_majority"]) + 1e-6:
-        not_learnt[key].append(f"{r['modality']} {r['seed']}")
 print("weights under which a network did not learn its tags (modality, seed), so validation could not choose them:")
 for key, networks in sorted(not_learnt.items()):
     if networks:

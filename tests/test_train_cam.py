@@ -11,8 +11,8 @@ from mixseg_lite.data.brain_sim import make_brain_volumes
 from mixseg_lite.data.slices import SliceDataset
 from mixseg_lite.models import UNet
 from mixseg_lite.train import CAM_METHODS, CAMConfig, evaluate_cam, train_cam, train_supervised
-from mixseg_lite.train.cam import (choose_thresholds, empty_baseline, measure_equivariance, predict_slices,
-                                   recalibrate_batchnorm)
+from mixseg_lite.train.cam import (choose_thresholds, empty_baseline, learnt_tags, measure_equivariance,
+                                   predict_slices, recalibrate_batchnorm)
 from mixseg_lite.transforms import Transform
 
 TINY = dict(epochs=2, steps_per_epoch=1, batch_size=4, base_width=4, depth=2, progress=False)
@@ -227,3 +227,10 @@ def test_supervised_class_balance_reaches_the_upper_bounds_loss(data):
     weighted_val = train_supervised(train, modalities=("T2",), supervised_class_balance=0.5, val=test,
                                     **one_step).log[0]["val_loss"]
     assert weighted_val != plain_val
+
+
+def test_learnt_tags_needs_more_than_the_majority_answer():
+    majority = float(torch.tensor(200 / 280))  # float32, as tag_accuracy computes it
+    assert learnt_tags(0.9, majority) and not learnt_tags(majority, majority)
+    assert not learnt_tags(float(torch.tensor(200 / 280, dtype=torch.float64)), majority)  # equal up to float32
+    assert not learnt_tags(0.6, majority)

@@ -533,6 +533,13 @@ def predict_slices(result: CAMResult, dataset: SliceDataset, thresholds: dict[st
     return out
 
 
+def learnt_tags(accuracy: float, majority: float) -> bool:
+    """Whether a network tags slices better than always answering the majority tag (the two
+    numbers of :func:`tag_accuracy`); one that does not has no CAM worth thresholding, whatever its
+    Dice. A tolerance of 1e-6 keeps float32 accuracies equal to the majority on the failing side."""
+    return accuracy > majority + 1e-6
+
+
 def tag_accuracy(result: CAMResult, dataset: SliceDataset) -> dict[str, dict[str, float]]:
     """How well each network tells positive from negative slices of ``dataset`` (e.g. its own
     training slices): ``{modality: {"accuracy", "majority"}}``, ``majority`` the accuracy of always
