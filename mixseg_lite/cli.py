@@ -9,6 +9,8 @@ Examples::
     mixseg-lite sweep experiments/mixed_ablation_cardiac.yaml --workers 2
     mixseg-lite sweep experiments/mixed_ablation_cardiac.yaml --scheduler tcp://node17:8786
     mixseg-lite report runs/mixed_ablation_cardiac --csv results/mixed_ablation_cardiac.csv
+    mixseg-lite report                     # docs/reproduction.md and the README's verdicts from results/
+    mixseg-lite report --check             # exit 1 when those documents are out of sync with results/
 
 Also ``python -m mixseg_lite.cli ...``.
 """
@@ -99,7 +101,11 @@ def _command_demo(args: argparse.Namespace) -> int:
             failures += 1
             print(f"FAILED {error}", file=sys.stderr)
     if any(out.rglob("metrics.json")):
-        table = rows_markdown(read_runs(out))
+        # One short table per notebook, with its own columns (a notebook's rows share few columns
+        # with another's).
+        runs = read_runs(out)
+        table = "\n".join(f"{notebook}\n\n" + rows_markdown([run for run in runs if run.notebook == notebook])
+                          for notebook in dict.fromkeys(run.notebook for run in runs))
         (out / "results.md").write_text(f"{table}\n{machine}\n", encoding="utf-8")
         print(table)
         print(machine)
@@ -119,9 +125,31 @@ def _command_sweep(args: argparse.Namespace) -> int:
 def _command_report(args: argparse.Namespace) -> int:
     from mixseg_lite.report import write_report
 
+    if args.rundir is None:
+        return _command_reproduction(args)
+    if args.check:
+        raise InputError("--check compares the documents generated from results/; give no run folder")
     paths = write_report(args.rundir, csv_copy=args.csv)
     print(paths["markdown"].read_text(encoding="utf-8"))
     print("written: " + ", ".join(str(path) for path in paths.values()))
+    return EXIT_OK
+
+
+def _command_reproduction(args: argparse.Namespace) -> int:
+    """The documents written from ``results/``: write them, or with ``--check`` say which are stale."""
+    from mixseg_lite import reproduction
+
+    if args.csv:
+        raise InputError("--csv copies a run folder's results.csv; give the run folder")
+    if args.check:
+        stale = reproduction.stale_documents()
+        for path in stale:
+            print(f"out of sync with results/: {path} (run `mixseg-lite report`)", file=sys.stderr)
+        if not stale:
+            print("docs/reproduction.md, results/README.md and the README's verdicts are in sync with results/")
+        return EXIT_FAILED if stale else EXIT_OK
+    changed = reproduction.write_documents()
+    print("written: " + ", ".join(str(path) for path in changed) if changed else "up to date: nothing changed")
     return EXIT_OK
 
 
@@ -162,9 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", help="output folder (default: the sweep file's 'out')")
     sweep.set_defaults(handler=_command_sweep)
 
-    report = commands.add_parser("report", help="results.csv/.md/.png from a run folder")
-    report.add_argument("rundir", help="folder holding metrics.json files (a sweep, a demo)")
+    report = commands.add_parser("report", help="results.csv/.md/.png from a run folder; without one, "
+                                 "docs/reproduction.md and the README's verdicts from results/")
+    report.add_argument("rundir", nargs="?", help="folder holding metrics.json files (a sweep, a demo); "
+                        "omit it to write the documents generated from results/")
     report.add_argument("--csv", help="also write results.csv here (e.g. results/<sweep>.csv)")
+    report.add_argument("--check", action="store_true",
+                        help="without a run folder: exit 1 when a generated document is out of sync with results/")
     report.set_defaults(handler=_command_report)
     return parser
 

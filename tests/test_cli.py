@@ -60,13 +60,19 @@ def test_missing_parameter_file_is_one_line(tmp_path, capsys):
     assert "nope.yaml: no such parameter file" in capsys.readouterr().err
 
 
-def test_demo_runs_every_notebook_and_writes_the_table(tmp_path, monkeypatch, capsys):
+def test_demo_runs_every_notebook_and_writes_one_short_table_each(tmp_path, monkeypatch, capsys):
     write_notebook(tmp_path / "notebooks")
+    other = tmp_path / "notebooks" / "02_other.py"
+    other.write_text(TINY_NOTEBOOK.replace('"hd95": 2 * value', '"accuracy": 0.5'), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     assert main(["demo"]) == 0
     table = (tmp_path / "runs" / "demo" / "results.md").read_text()
-    assert table.splitlines()[0] == "| notebook | method | branch | dice | hd95 |"
+    lines = table.splitlines()
+    assert lines[:3] == ["01_tiny", "", "| notebook | method | branch | dice | hd95 |"]
     assert "| 01_tiny | kl | seg | 1.000 | 2.000 |" in table
+    # the second notebook's table has its own columns, not the union of both
+    assert "| notebook | method | branch | dice | accuracy |" in table
+    assert "| 02_other | kl | seg | 1.000 | 0.500 |" in table
     out = capsys.readouterr().out
     assert table.split("machine:")[0] in out
     # which CPU features and threads the numbers came from, in the table file and on the screen

@@ -43,6 +43,44 @@ def test_verdict(low, high, expected):
     assert verdict(low, high, 5) == expected
 
 
+@pytest.mark.parametrize("low, high, expected", [
+    (-0.015, 0.018, "no effect within ±0.02"),       # inside the margin on both sides
+    (-0.02, 0.02, "no effect within ±0.02"),         # the margin itself counts as inside
+    (-0.01, 0.03, "not resolved at 5 seeds"),        # reaches past +delta: a 0.03 gain is possible
+    (0.001, 0.01, "holds"),                          # a small effect with a direction holds
+    (-0.01, -0.001, "opposite")])
+def test_no_effect_verdict_needs_the_whole_interval_inside_the_margin(low, high, expected):
+    assert verdict(low, high, 5, delta=0.02) == expected
+
+
+def test_claims_take_their_margin_from_the_metric_unless_given():
+    assert Claim("a", {}, {}).margin == 0.02
+    assert Claim("a", {}, {}, metric="hd95_mm").margin is None
+    assert Claim("a", {}, {}, metric="hd95_mm", delta=2.0).margin == 2.0
+
+
+def test_seeds_to_decide_by_hand():
+    from mixseg_lite.stats import MAX_SEEDS_ESTIMATE, half_width, seeds_to_decide
+    # mean 0.016, sd 0.0153 (student > teacher, default task, 5 seeds): the interval excludes 0 once
+    # t_{0.975, n-1} * sd / sqrt(n) < 0.016, first at n = 6.
+    n = seeds_to_decide(0.016, 0.0153, 0.02)
+    assert half_width(0.0153, n) < 0.016 <= half_width(0.0153, n - 1)
+    # mean 0 with spread: only "no effect" can decide it, once the half-width is below delta.
+    n = seeds_to_decide(0.0, 0.05, 0.02)
+    assert half_width(0.05, n) < 0.02 <= half_width(0.05, n - 1)
+    assert seeds_to_decide(0.0, 0.05, None) == MAX_SEEDS_ESTIMATE + 1
+    assert seeds_to_decide(0.1, 0.0, 0.02) is None
+
+
+def test_an_unresolved_claim_reports_its_power_estimate():
+    difference = paired_difference(rows_for([0.50, 0.62, 0.58, 0.61, 0.52], [0.51, 0.58, 0.60, 0.55, 0.50]), CLAIM)
+    assert difference.verdict == "not resolved at 5 seeds"
+    row = difference.as_row(power=True)
+    assert row["delta"] == "±0.02" and int(row["seeds to decide (estimate)"]) > 5
+    resolved = paired_difference(rows_for([0.6, 0.7, 0.65], [0.5, 0.6, 0.56]), CLAIM).as_row(power=True)
+    assert resolved["seeds to decide (estimate)"] == ""
+
+
 def test_paired_difference_pairs_by_seed_not_by_order():
     rows = rows_for([0.9, 0.8, 0.7, 0.85, 0.75], [0.85, 0.75, 0.65, 0.8, 0.7])
     rows.reverse()  # order must not matter

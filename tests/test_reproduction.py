@@ -1,0 +1,86 @@
+"""The documents generated from results/: docs/reproduction.md, results/README.md and the README's
+verdict table (mixseg_lite.reproduction, `mixseg-lite report` without a run folder)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mixseg_lite import reproduction
+from mixseg_lite.cli import main
+from mixseg_lite.errors import InputError
+from mixseg_lite.stats import read_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_generated_documents_are_in_sync_with_results():
+    stale = reproduction.stale_documents()
+    assert not stale, f"out of sync with results/: {[str(p) for p in stale]}; run `mixseg-lite report`"
+
+
+def copy_of_the_project(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    (tmp_path / "docs").mkdir()
+    for relative in (reproduction.README, reproduction.REPORT):
+        shutil.copyfile(ROOT / relative, tmp_path / relative)
+    return tmp_path
+
+
+def test_a_changed_result_makes_the_documents_stale_and_report_rewrites_them(tmp_path):
+    root = copy_of_the_project(tmp_path)
+    path = root / "results" / "mixed_ablation_cardiac.csv"
+    rows = read_results(path)
+    row = next(r for r in rows if r["method"] == "kl_ent" and r["branch"] == "student" and r["recipe"] == "ours")
+    row["dice"] = "0.5"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert {p.relative_to(root) for p in reproduction.stale_documents(root)} >= {reproduction.REPORT,
+                                                                               reproduction.README}
+    reproduction.write_documents(root)
+    assert reproduction.stale_documents(root) == []
+
+
+def test_report_check_exits_1_when_stale(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(reproduction, "stale_documents", lambda root=ROOT: [Path("docs/reproduction.md")])
+    assert main(["report", "--check"]) == 1
+    assert "docs/reproduction.md" in capsys.readouterr().err
+    monkeypatch.setattr(reproduction, "stale_documents", lambda root=ROOT: [])
+    assert main(["report", "--check"]) == 0
+
+
+def test_every_results_file_needs_its_provenance(tmp_path):
+    root = copy_of_the_project(tmp_path)
+    shutil.copyfile(root / "results" / "teaching_profiles.csv", root / "results" / "unexplained.csv")
+    with pytest.raises(InputError, match="unexplained.csv"):
+        reproduction.sweeps(root)
+
+
+def test_the_readme_needs_its_generated_block(tmp_path):
+    root = copy_of_the_project(tmp_path)
+    (root / "README.md").write_text("# a README without the block\n", encoding="utf-8")
+    with pytest.raises(InputError, match="README.md: no generated verdict block"):
+        reproduction.documents(root)
+
+
+def test_the_report_settles_every_claim_of_every_comparison():
+    text = (ROOT / reproduction.REPORT).read_text(encoding="utf-8")
+    for comparison in [*reproduction.MIXED_COMPARISONS, *reproduction.CAM_COMPARISONS, reproduction.BALANCE]:
+        for difference in comparison.settle():
+            assert f"| {difference.claim} | {difference.metric} |" in text
+            if not difference.resolved:
+                assert difference.seeds_to_decide() is not None
+    assert "no effect within ±0.02" in text  # the balance sweep has one
+
+
+def test_the_readme_is_a_front_page():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) < 200
+    for needed in ("make demo", "make test", "docs/reproduction.md", "docs/glossary.md", "arXiv:2109.10902",
+                   "arXiv:2104.02488", reproduction.README_BEGIN):
+        assert needed in readme
