@@ -11,6 +11,7 @@ Examples::
     mixseg-lite report runs/mixed_ablation_cardiac --csv results/mixed_ablation_cardiac.csv
     mixseg-lite report                     # docs/reproduction.md and the README's verdicts from results/
     mixseg-lite report --check             # exit 1 when those documents are out of sync with results/
+    mixseg-lite replicate experiments/mixed_ablation_cardiac.yaml --seeds 100-104 --only recipe=ours
 
 Also ``python -m mixseg_lite.cli ...``.
 """
@@ -135,6 +136,44 @@ def _command_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _command_replicate(args: argparse.Namespace) -> int:
+    """Rerun a sweep's claims on fresh seeds; print committed and fresh verdicts side by side."""
+    import yaml
+
+    from mixseg_lite.claims import CLAIMS_BY_NOTEBOOK
+    from mixseg_lite.replicate import parse_seeds, replicate
+    from mixseg_lite.results import format_table
+
+    only = {}
+    for item in args.only or []:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise InputError(f"--only {item!r}: expected KEY=VALUE, e.g. recipe=ours")
+        only[key] = value
+    path = Path(args.sweep_file)
+    spec = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not isinstance(spec, dict):
+        raise InputError(f"{path}: no such sweep file")
+    notebooks = spec.get("notebooks") or [spec.get("notebook")]
+    claims = [claim for notebook in notebooks for claim in CLAIMS_BY_NOTEBOOK.get(Path(str(notebook)).stem, [])]
+    if not claims:
+        raise InputError(f"{path}: its notebook has no claim set in mixseg_lite.claims")
+    summary, replications = replicate(path, parse_seeds(args.seeds), claims, workers=args.workers, out=args.out,
+                                      only=only, verdicts=args.verdicts)
+    if summary is not None:
+        print(summary)
+    if not replications:
+        print("no committed claim matches; nothing to replicate")
+        return EXIT_OK
+    rows = [replication.as_row() for replication in replications]
+    table = format_table(rows, list(rows[0]))
+    print(table)
+    changed = [r for r in replications if r.agrees is False]
+    print(f"{len(replications) - len(changed)} of {len(replications)} claims give the same verdict on the fresh seeds"
+          + (f"; changed: {', '.join(f'{r.claim} ({r.condition})' for r in changed)}" if changed else ""))
+    return EXIT_FAILED if summary is not None and not summary.ok else EXIT_OK
+
+
 def _command_reproduction(args: argparse.Namespace) -> int:
     """The documents written from ``results/``: write them, or with ``--check`` say which are stale."""
     from mixseg_lite import reproduction
@@ -198,6 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--check", action="store_true",
                         help="without a run folder: exit 1 when a generated document is out of sync with results/")
     report.set_defaults(handler=_command_report)
+
+    replicate = commands.add_parser("replicate", help="rerun a sweep's claims on fresh seeds and compare verdicts")
+    replicate.add_argument("sweep_file", help="the sweep file of a committed results/<name>.csv")
+    replicate.add_argument("--seeds", required=True, help="fresh seeds, e.g. 100-104 (none of the committed ones)")
+    replicate.add_argument("--only", nargs="+", metavar="KEY=VALUE", help="only these conditions, e.g. recipe=ours")
+    replicate.add_argument("--verdicts", nargs="+", metavar="VERDICT",
+                           help='only claims whose committed verdict starts so, e.g. holds "no effect"')
+    replicate.add_argument("--workers", type=int, default=1, help="notebooks run in parallel (default 1)")
+    replicate.add_argument("--out", help="run folder (default: runs/replicate/<sweep name>)")
+    replicate.set_defaults(handler=_command_replicate)
     return parser
 
 

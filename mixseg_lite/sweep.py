@@ -109,14 +109,26 @@ def project_root(sweep_file: Path) -> Path:
     return folder
 
 
-def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
+def load_sweep(path: str | Path, out: str | Path | None = None, seeds: list[int] | None = None,
+               keep: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None] | None = None) -> Sweep:
     """Read and expand a sweep file; ``out`` (relative to the current directory) overrides its own.
 
-    Every run's parameter names are checked against the notebook's parameters cell now, so a
-    typo fails before anything runs.
+    ``seeds`` replaces the file's seeds (a replication on fresh seeds); ``keep(fixed, parameter_set)``
+    returns the parameter set to run (possibly changed) or None to drop it. Every run's parameter
+    names are checked against the notebook's parameters cell now, so a typo fails before anything
+    runs.
     """
     path = Path(path)
     spec = _read_sweep_file(path)
+    if seeds is not None:
+        spec["seeds"] = list(seeds)
+    if keep is not None:
+        fixed = _mapping(spec, "fixed", path)
+        sets = [kept for kept in (keep(dict(fixed), parameter_set) for parameter_set in _varying_sets(spec, path))
+                if kept is not None]
+        if not sets:
+            raise InputError(f"{path}: no run of this sweep is needed")
+        spec = {**{k: v for k, v in spec.items() if k != "grid"}, "runs": sets}
     root = project_root(path)
     name = str(spec.get("name") or path.stem)
     out_dir = Path(out).resolve() if out is not None else root / spec.get("out", f"runs/{name}")
@@ -301,7 +313,9 @@ def write_status(folder: Path, status: dict[str, Any]) -> None:
 
 def run_sweep(path: str | Path, workers: int = 1, force: bool = False,
               scheduler: str | None = None, out: str | Path | None = None,
-              progress: bool = True) -> SweepSummary:
+              progress: bool = True, seeds: list[int] | None = None,
+              keep: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None] | None = None
+              ) -> SweepSummary:
     """Execute every unfinished run of a sweep file and summarise; see the module docstring.
 
     ``workers`` processes run notebooks in parallel on this machine (each notebook starts its own
@@ -310,7 +324,7 @@ def run_sweep(path: str | Path, workers: int = 1, force: bool = False,
     """
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
-    sweep = load_sweep(path, out=out)
+    sweep = load_sweep(path, out=out, seeds=seeds, keep=keep)
     summary = SweepSummary(name=sweep.name, out=sweep.out, total=len(sweep.runs))
     todo = []
     for run in sweep.runs:
