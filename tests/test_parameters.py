@@ -32,7 +32,7 @@ BAD_VALUES = {  # one bad value per parameter name, and what the message must sa
     "static_figures": ("yes", "parameter static_figures must be True or False or None"),
     "method": ("kl_ent2", "parameter method must be one of 'lower_bound'"),
     "methods": (["kl", "magic"], "parameter methods must be a non-empty list of names from lower_bound"),
-    "recipe": ("paper", "parameter recipe must be one of 'ours', 'authors'"),
+    "recipe": ("paper", "parameter recipe must be one of 'ours', 'authors', 'authors_defaults'"),
     "recipe_overrides": ([("lr", 1)], "parameter recipe_overrides must be a mapping"),
     "assert_orderings": (1, "parameter assert_orderings must be True or False"),
     "epochs": (-1, "parameter epochs must be an integer >= 0"), "batch_size": (0, "parameter batch_size must be"),

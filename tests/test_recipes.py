@@ -22,7 +22,7 @@ from mixseg_lite.data.slices import split_volumes
 from mixseg_lite.losses.mixed import authors_entropy, authors_kl_distillation, kl_distillation
 from mixseg_lite.train.mixed import RECIPES, MixedConfig, mixed_objective, train_mixed
 
-AUTHORS = {"lambda_kd": 20.0, "temperature": 2.0, "kd_on": "full", "detach_teacher": False, "kd_form": "authors",
+AUTHORS = {"lambda_kd": 50.0, "weak_batch_multiple": 5, "temperature": 2.0, "kd_on": "full", "detach_teacher": False, "kd_form": "authors",
            "lambda_ent": 1.0, "entropy_on": "all", "ramp_up_epochs": 0, "lambda_w": 0.1, "dice_weight": 0.0,
            "class_balance": 0.0, "optimizer": "adam", "lr": 1e-4, "betas": (0.9, 0.99), "norm": "batch"}
 
@@ -49,15 +49,46 @@ def test_authors_recipe_has_the_script_values():
     assert config.duplicate_full_batch and config.weak_loss == "per_set" and config.init == "xavier"
 
 
+def test_the_authors_recipe_is_their_documented_command_and_the_defaults_stay_reachable():
+    # README of commit 68b98c2: --xtimes_weak 5 --weight_KL 50; argparse defaults: 1 and 20.
+    command, defaults = MixedConfig(recipe="authors"), MixedConfig(recipe="authors_defaults")
+    assert (command.lambda_kd, command.weak_batch_multiple) == (50.0, 5)
+    assert (defaults.lambda_kd, defaults.weak_batch_multiple) == (20.0, 1)
+    assert {k: v for k, v in RECIPES["authors"].items() if k not in ("lambda_kd", "weak_batch_multiple")} \
+        == {k: v for k, v in RECIPES["authors_defaults"].items() if k not in ("lambda_kd", "weak_batch_multiple")}
+    assert MixedConfig(recipe="authors", weak_batch_multiple=1, lambda_kd=20.0).lambda_kd == 20.0
+    with pytest.raises(InputError, match="weak_batch_multiple"):
+        MixedConfig(weak_batch_multiple=0)
+
+
+def test_a_step_of_the_authors_recipe_sees_a_weak_batch_five_times_the_full_one(monkeypatch):
+    import mixseg_lite.train.mixed as mixed
+
+    volumes = make_cardiac_volumes(4, n_slices=3, size=32, seed=0)
+    splits = split_volumes(volumes, {"full": 1, "weak": 2, "val": 1}, seed=0)
+    drawn = []
+    real = mixed.index_batches
+
+    def spy(n, batch_size, generator, skip=0):
+        drawn.append(batch_size)
+        return real(n, batch_size, generator, skip)
+
+    monkeypatch.setattr(mixed, "index_batches", spy)
+    train_mixed(splits["full"], splits["weak"], splits["val"],
+                MixedConfig(recipe="authors", epochs=1, steps_per_epoch=1, batch_size=2, base_width=4, depth=2,
+                            progress=False))
+    assert drawn == [2, 10]  # D_s batch, then D_w batch = 5 x 2
+
+
 def test_ours_recipe_keeps_our_values_and_explicit_values_win():
     config = MixedConfig()
     assert (config.lambda_kd, config.lambda_ent, config.temperature, config.kd_on, config.detach_teacher,
             config.norm, config.optimizer, config.lr) == (10.0, 0.1, 1.0, "all", True, "group", "adamw", 5e-3)
     mixed = MixedConfig(recipe="authors", lambda_ent=0.5, norm="group")
-    assert mixed.lambda_ent == 0.5 and mixed.norm == "group" and mixed.lambda_kd == 20.0
+    assert mixed.lambda_ent == 0.5 and mixed.norm == "group" and mixed.lambda_kd == 50.0
     # replace() keeps the filled values: the recipe never silently overrides a changed field
     assert dataclasses.replace(mixed, method="kl").lambda_ent == 0.5
-    assert set(RECIPES["ours"]) == set(RECIPES["authors"])
+    assert set(RECIPES["ours"]) == set(RECIPES["authors"]) == set(RECIPES["authors_defaults"])
 
 
 @pytest.mark.parametrize("field, value", [("lambda_kd", -1.0), ("lambda_ent", -0.1), ("lambda_w", -1.0),
@@ -158,7 +189,7 @@ def test_authors_objective_is_the_script_total():
     seeds_s, seeds_w = (weak[:n_s] == 1).float(), (weak[n_s:] == 1).float()
     expected = (F.cross_entropy(seg_F, labels)
                 + 0.1 * (partial_ce(F.softmax(seg_W_fromFull, 1), seeds_s) + partial_ce(F.softmax(seg_W_fromWeak, 1), seeds_w))
-                + 20 * script_kl(seg_F, seg_W_fromFull, 2.0)
+                + 50 * script_kl(seg_F, seg_W_fromFull, 2.0)  # --weight_KL 50, the README's command
                 + 1 * HLoss()(torch.cat((seg_W_fromFull, seg_W), dim=0)))
     assert torch.allclose(sum(losses.values()), expected, rtol=1e-5)
 
@@ -233,7 +264,8 @@ def test_recipe_table_lists_every_field_under_both_recipes():
 
     table = {row["field"]: row for row in recipe_table()}
     assert set(table) == set(RECIPES["ours"]) == set(RECIPES["authors"])
-    assert table["lambda_kd"]["authors"] == "20.0" and table["detach_teacher"]["ours"] == "True"
+    assert table["lambda_kd"]["authors"] == "50.0" and table["lambda_kd"]["authors_defaults"] == "20.0"
+    assert table["detach_teacher"]["ours"] == "True"
 
 
 def test_recipe_overrides_name_unknown_fields():
@@ -266,6 +298,7 @@ BAD_FIELD_VALUES = {  # one bad value per field of MixedConfig, and what the err
     "optimizer": ("sgd", "unknown optimizer"), "schedule": ("cosine", "unknown schedule"), "init": ("he", "unknown init"),
     "lambda_kd": (-1.0, "lambda_kd must be >= 0"), "lambda_ent": ("0.1", "lambda_ent must be a number"),
     "lambda_w": (-0.1, "lambda_w must be >= 0"), "temperature": (0.0, "temperature must be a number > 0"),
+    "weak_batch_multiple": (0, "weak_batch_multiple must be an integer >= 1"),
     "kd_on": ("weak", "unknown kd_on"), "detach_teacher": ("yes", "detach_teacher must be True or False"),
     "kd_form": ("mine", "unknown kd_form"), "entropy_on": ("full", "unknown entropy_on"),
     "entropy_form": ("sum", "unknown entropy_form"), "weak_loss": ("sum", "unknown weak_loss"),

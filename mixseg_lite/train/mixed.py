@@ -75,19 +75,22 @@ EMA_DECAY = 0.99
 MT_NOISE_SD, MT_NOISE_CLIP = 0.1, 0.2
 
 
-# The two recipes. "ours": our choices where the paper is silent, each with a measured reason (the
-# notebooks and README say which). "authors": what the authors' script main.py (commit 68b98c2)
-# does, line numbers of that file in the comments.
+# The recipes. "ours": our choices where the paper is silent, each with a measured reason
+# (docs/recipes.md). "authors": what the authors' script main.py (commit 68b98c2) does when run with
+# the command its README gives for the main experiments (`--epochs 600 --xtimes_weak 5 --weight_KL 50
+# --weight_Entropy 1 --weight_Weakly 0.1 --temperature 2`); line numbers of main.py in the comments.
+# "authors_defaults": the same script at its argparse defaults (xtimes_weak 1, weight_KL 20), which
+# the committed sweeps of 2026-12-02 used under the name "authors".
 RECIPES: dict[str, dict] = {
     "ours": {
         "lambda_kd": 10.0, "temperature": 1.0, "kd_on": "all", "detach_teacher": True, "kd_form": "standard",
         "lambda_ent": 0.1, "entropy_on": "weak", "entropy_form": "pixel", "ramp_up_epochs": 5,
         "lambda_w": 1.0, "weak_loss": "pooled", "dice_weight": 1.0, "class_balance": 0.5, "norm": "group",
         "optimizer": "adamw", "lr": 5e-3, "betas": (0.9, 0.999), "weight_decay": 1e-4, "schedule": "constant",
-        "init": "default", "duplicate_full_batch": False,
+        "init": "default", "duplicate_full_batch": False, "weak_batch_multiple": 1,
     },
     "authors": {
-        "lambda_kd": 20.0,            # weight_KL = 20 (l.357)
+        "lambda_kd": 50.0,            # --weight_KL 50 in the README's command (argparse default 20, l.357)
         "temperature": 2.0,           # T = 2 (l.361)
         "kd_on": "full",              # KL on the D_s outputs only (l.266-269)
         "detach_teacher": False,      # the teacher receives KL gradient
@@ -104,8 +107,10 @@ RECIPES: dict[str, dict] = {
         "schedule": "authors_halving",  # lr halved when epoch % (best epoch + 100) == 0 (l.349-352)
         "init": "xavier",             # weights_init: xavier_normal convs, BatchNorm weight N(1, 0.02)
         "duplicate_full_batch": True,  # net(cat(x_s, x_s, x_w)) (l.233)
+        "weak_batch_multiple": 5,     # --xtimes_weak 5: a D_w batch of 5 x 8 = 40 slices per step (default 1)
     },
 }
+RECIPES["authors_defaults"] = {**RECIPES["authors"], "lambda_kd": 20.0, "weak_batch_multiple": 1}
 CHOICES = {"kd_on": ("all", "full"), "kd_form": ("standard", "authors"), "entropy_on": ("weak", "all"),
            "entropy_form": ("pixel", "authors"), "weak_loss": ("pooled", "per_set"),
            "optimizer": ("adamw", "adam"), "schedule": ("constant", "authors_halving"),
@@ -116,7 +121,7 @@ CHOICES = {"kd_on": ("all", "full"), "kd_form": ("standard", "authors"), "entrop
 FIELD_RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "epochs": ("int", 0, None, False), "steps_per_epoch": ("int", 1, None, True), "batch_size": ("int", 1, None, False),
     "base_width": ("int", 1, None, False), "depth": ("int", 1, 8, False), "seed": ("int", 0, None, False),
-    "ramp_up_epochs": ("int", 0, None, False),
+    "ramp_up_epochs": ("int", 0, None, False), "weak_batch_multiple": ("int", 1, None, False),
     "lr": ("positive", 0, None, False), "temperature": ("positive", 0, None, False),
     "weight_decay": ("number", 0, None, False), "dice_weight": ("number", 0, None, False),
     "class_balance": ("number", 0, None, False), "pseudo_threshold": ("number", 0, 1, True),
@@ -202,6 +207,7 @@ class MixedConfig:
     entropy_form: str | None = None
     weak_loss: str | None = None
     duplicate_full_batch: bool | None = None
+    weak_batch_multiple: int | None = None  # D_w slices per step = batch_size x this (the script's xtimes_weak)
     pseudo_threshold: float | None = None
     lambda_semi: float | None = None    # mean_teacher / cps weight; None: SEMI_DEFAULT_WEIGHT of the method
     ramp_up_epochs: int | None = None
@@ -378,7 +384,10 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
         full_cursor, weak_cursor = state["full_cursor"], state["weak_cursor"]
     # Each stream has its own generator, so a resumed run replays exactly the same batches.
     full_batches = index_batches(len(full_ds), config.batch_size, _stream_generator(config.seed, 0), full_cursor)
-    weak_batches = (index_batches(len(weak_ds), config.batch_size, _stream_generator(config.seed, 1), weak_cursor)
+    # The step count stays sized by D_w / batch_size for every recipe, so a larger D_w batch (the
+    # authors' xtimes_weak) shows each step more weak slices, not fewer steps.
+    weak_batches = (index_batches(len(weak_ds), config.batch_size * config.weak_batch_multiple,
+                                  _stream_generator(config.seed, 1), weak_cursor)
                     if weak_ds is not None else None)
 
     autocast = _autocast(device, config.amp)
