@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmarks of mixseg-lite: how fast it trains, how much memory it needs, what AMP buys.
 
-Parts (``--only`` picks some, comma-separated; ``make bench`` runs the first five):
+Parts (``--only`` picks some, comma-separated; ``make bench`` runs all but ``gpu``):
 
 * ``step``: time and peak memory of one CPU training step of :class:`DualBranchUNet` (the full
   ``kl_ent`` loss: supervised CE, partial CE, KL, entropy) on 8x1x128x128 batches, widths 8 and
@@ -19,6 +19,9 @@ Parts (``--only`` picks some, comma-separated; ``make bench`` runs the first fiv
 * ``throughput``: slices per second and peak memory of ``train_mixed`` end to end on the CPU.
 * ``notebooks``: wall time and the kernel's peak memory of every ``notebooks/NN_*.py``, each
   executed with papermill (via jupytext) into a temporary folder.
+* ``data``: seconds to generate one brain-phantom subject (``mixseg_lite.data.phantom``, four
+  contrasts) at 64x64, 96x96 and 128x128 with 24 slices, after the one-off template load (timed
+  on its own), wall clock and CPU time.
 * ``gpu`` (``--gpu``): the ACDC-size configuration (simulated cardiac volumes, 256x256, 100
   patients x 2 phases x 10 slices, widths 64..1024) on CUDA: slices per second, maximum GPU memory
   and the AMP speed-up. Prints a message and skips when no CUDA device is present.
@@ -32,7 +35,8 @@ their previous entry). ``--tiny`` runs every part on tiny settings, to check the
 
 Examples::
 
-    python benchmarks/bench.py                      # step, paper, versus, throughput, notebooks
+    python benchmarks/bench.py                      # step, paper, versus, throughput, notebooks, data
+    python benchmarks/bench.py --only data          # brain-phantom generation time
     python benchmarks/bench.py --only step,paper
     python benchmarks/bench.py --gpu                 # the four parts and the GPU part
     python benchmarks/bench.py --only gpu
@@ -58,8 +62,8 @@ from mixseg_lite.results import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
-PARTS = ("step", "paper", "versus", "throughput", "notebooks", "gpu")
-DEFAULT_PARTS = ("step", "paper", "versus", "throughput", "notebooks")
+PARTS = ("step", "paper", "versus", "throughput", "notebooks", "data", "gpu")
+DEFAULT_PARTS = ("step", "paper", "versus", "throughput", "notebooks", "data")
 RESULT_MARKER = "BENCH_RESULT "
 DICE_TOLERANCE = 0.02  # |Dice(bf16) - Dice(fp32)| up to this counts as unchanged
 
@@ -234,6 +238,28 @@ def case_notebook(spec: dict) -> dict:
             "error": error}
 
 
+def case_phantom(spec: dict) -> dict:
+    """Brain-phantom subjects with all four contrasts: the template load, the first subject at this
+    size (it also averages the template over the voxel size, cached afterwards), then the mean
+    per subject over ``n_volumes`` more."""
+    from mixseg_lite.data import phantom
+
+    started = time.perf_counter()
+    phantom._template(str(phantom.template_files()["t1"].parent))
+    template_s = time.perf_counter() - started
+    shape = (spec["n_slices"], spec["size"])
+    started = time.perf_counter()
+    phantom.make_phantom_volumes(1, *shape, modalities=phantom.MODALITIES, seed=0)
+    first_s = time.perf_counter() - started
+    started, cpu = time.perf_counter(), time.process_time()
+    volumes = phantom.make_phantom_volumes(spec["n_volumes"], *shape, modalities=phantom.MODALITIES, seed=1)
+    n = len(volumes)
+    return {"template_s": round(template_s, 2), "first_subject_s": round(first_s, 2),
+            "subject_s": round((time.perf_counter() - started) / n, 3),
+            "subject_cpu_s": round((time.process_time() - cpu) / n, 3),
+            "with_tumour": sum(v.meta["has_tumour"] for v in volumes), "peak_rss_mb": round(_peak_rss_mb())}
+
+
 def case_gpu(spec: dict) -> dict:
     """ACDC-size training with train_mixed on ``spec["device"]``; the setup cost (weak labels,
     model, cudnn autotuning) is removed by timing two runs that differ only in their step count."""
@@ -331,7 +357,7 @@ def case_versus(spec: dict) -> dict:
 
 
 CASES = {"step": case_step, "versus": case_versus, "dice": case_dice, "throughput": case_throughput, "notebook": case_notebook,
-         "gpu": case_gpu}
+         "phantom": case_phantom, "gpu": case_gpu}
 
 
 def run_case_here(spec: dict) -> None:
@@ -428,6 +454,12 @@ def notebook_specs(args) -> list[dict]:
     return [{"kind": "notebook", "label": p.stem, "path": str(p), "threads": args.threads} for p in paths]
 
 
+def data_specs(args) -> list[dict]:
+    settings = [(32, 8, 2)] if args.tiny else [(64, 24, 8), (96, 24, 8), (128, 24, 8)]
+    return [{"kind": "phantom", "label": f"brain phantom {s}x{s}x{z}, 4 contrasts", "size": s, "n_slices": z,
+             "n_volumes": n, "threads": args.threads} for s, z, n in settings]
+
+
 def gpu_specs(args, data: Path) -> list[dict]:
     if args.tiny:
         model = {"base_width": 8, "depth": 3, "batch": 4, "steps_short": 2, "steps_long": 12}
@@ -473,6 +505,7 @@ COLUMNS = {
     "throughput": ["label", "slices", "train_s", "prepare_s", "slices_per_s", "slices_per_s_end_to_end",
                    "peak_rss_mb", "load_before"],
     "notebooks": ["label", "wall_s", "kernel_peak_rss_mb", "error", "load_before"],
+    "data": ["label", "template_s", "first_subject_s", "subject_s", "subject_cpu_s", "peak_rss_mb", "load_before"],
     "gpu": ["label", "device_name", "step_ms", "slices_per_s", "epoch_s_estimate", "max_gpu_memory_gb", "load_before"],
 }
 
@@ -552,7 +585,7 @@ def run_part(part: str, args) -> dict | None:
             rows = _run_specs(specs, args)
     else:
         specs = {"step": step_specs, "paper": paper_specs, "versus": versus_specs, "throughput": throughput_specs,
-                 "notebooks": notebook_specs}[part](args)
+                 "notebooks": notebook_specs, "data": data_specs}[part](args)
         if not specs:
             print("nothing to run")
             return {"rows": []}

@@ -25,6 +25,8 @@ DATASETS = {
     "simulated_cardiac": "simulated cardiac cine-MRI (mixseg_lite.data.cardiac_sim), ACDC classes",
     "simulated_cardiac_lv": "the same simulated cardiac volumes, binary LV cavity (the authors' script's task)",
     "simulated_brain": "simulated multi-contrast brain MRI with tumours (mixseg_lite.data.brain_sim)",
+    "brain_phantom": "simulated multi-contrast brain MRI with tumours on real anatomy, the ICBM152 template "
+                     "in the nilearn wheel (mixseg_lite.data.phantom)",
     "atlas": "real Colin27 T1 + hand-drawn AAL deep structures (Debian package mricron-data), one subject",
     "acdc": "ACDC cine-MRI, training/patientNNN/ layout (RV cavity, myocardium, LV cavity)",
     "brats": "BraTS 2019-2021 or 2023+ case folders, whole tumour, T1 + T2 by default",
@@ -53,6 +55,7 @@ DEFAULT_SPLITS: dict[str, dict | None] = {
     "simulated_cardiac": {"full": 1, "weak": 12, "val": 4, "test": 7},
     "simulated_cardiac_lv": {"full": 1, "weak": 12, "val": 4, "test": 7},
     "simulated_brain": {"full": 2, "weak": 8, "val": 2, "test": 4},
+    "brain_phantom": {"full": 2, "weak": 8, "val": 2, "test": 4},
     "atlas": {"full": 2, "weak": 4, "val": 1, "test": 3},
     # The paper's settings: 3 or 5 fully labelled patients, the rest weak. ACDC counts patients
     # (both phases of a patient always land in the same group).
@@ -277,7 +280,7 @@ def _group_of(name: str, volume: Volume) -> str:
     return volume.meta.get("patient", volume.case_id) if name == "acdc" else volume.case_id
 
 
-_SPLIT_UNITS = {"acdc": "patients", "atlas": "blocks", "simulated_cardiac": "volumes", "simulated_cardiac_lv": "volumes", "simulated_brain": "volumes"}
+_SPLIT_UNITS = {"acdc": "patients", "atlas": "blocks", "simulated_cardiac": "volumes", "simulated_cardiac_lv": "volumes", "simulated_brain": "volumes", "brain_phantom": "volumes"}
 
 
 def _split(name: str, volumes: list[Volume], split: dict | None, seed: int) -> dict[str, list[Volume]]:
@@ -325,11 +328,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, image_siz
             full 10 %, val 15 %, test 25 %, weak the rest, at least 1 each). Groups are ``full``
             (D_s), ``weak`` (D_w), ``val`` and ``test``; missing ones come back empty.
         n_volumes, n_slices: size of the simulated datasets (defaults 24 x 8 cardiac,
-            16 x 24 brain).
+            16 x 24 brain and brain phantom).
         modalities: names of the image channels: BraTS (default ``("t1", "t2")``), a Decathlon
             task (names from its ``dataset.json``, case-insensitive; default all of them, in file
-            order), Decathlon prostate (``("T2", "ADC")``) or the simulated brain
-            (``("T1", "T2", "FLAIR")``). A single name may be given as a string.
+            order), Decathlon prostate (``("T2", "ADC")``) or the simulated brain and brain
+            phantom (``("T1", "T2", "FLAIR")``; also ``"T1ce"``). A single name may be given as a string.
         max_cases: use only the first ``max_cases`` cases (patients) of a public dataset, in
             sorted order (Decathlon: ``dataset.json`` order); BraTS has over a thousand and memory
             grows with every one.
@@ -361,6 +364,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, image_siz
 
         volumes = make_brain_volumes(n_volumes or 16, n_slices or 24, image_size,
                                      modalities=tuple(modalities or ("T1", "T2", "FLAIR")), seed=seed)
+    elif name == "brain_phantom":
+        from mixseg_lite.data.phantom import make_phantom_volumes
+
+        volumes = make_phantom_volumes(n_volumes or 16, n_slices or 24, image_size,
+                                       modalities=tuple(modalities or ("T1", "T2", "FLAIR")), seed=seed)
     elif name == "atlas":
         from mixseg_lite.data.atlas import atlas_files, load_atlas
 
