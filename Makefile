@@ -9,7 +9,7 @@ ATLAS := /usr/share/mricron/templates/aal.nii.gz
 # CPU-only torch for these machines and CI; a user installing with pip elsewhere gets a normal torch.
 CONSTRAINTS ?= constraints-cpu.txt
 
-.PHONY: setup system-deps demo test test-another-cpu notebooks check bench lock clean
+.PHONY: setup system-deps demo test test-another-cpu notebooks check student bench lock clean
 
 setup: $(STAMP) system-deps
 
@@ -48,6 +48,11 @@ notebooks: setup
 
 check: setup
 	$(CLI) check
+
+# Write course/student/NN_name.ipynb from each notebook source with exercises: every solution
+# replaced by todo("N.M"), outputs cleared (CONTRIBUTING.md, "Exercises"). Commit the result.
+student: setup
+	$(CLI) student
 
 bench: setup
 	$(PY) benchmarks/bench.py

@@ -1,10 +1,13 @@
-"""The ``mixseg-lite`` command line: run, build and check notebooks; demo, sweep and report.
+"""The ``mixseg-lite`` command line: run, build and check notebooks; student copies; demo, sweep and report.
 
 Examples::
 
     mixseg-lite run notebooks/02_kl_distillation.py -p epochs 3 -o runs/try
     mixseg-lite build                      # re-execute every notebooks/NN_*.py into its twin
     mixseg-lite check                      # exit 1 when a twin is out of sync with its source
+    mixseg-lite student                    # course/student/NN_*.ipynb: solutions replaced by todo("N.M")
+    mixseg-lite student --check            # exit 1 when a student copy is missing or out of sync
+    mixseg-lite student --run              # run each student copy: only its checks may fail ("not done")
     mixseg-lite demo                       # every notebook at defaults + a results table
     mixseg-lite sweep experiments/mixed_ablation_cardiac.yaml --workers 2
     mixseg-lite sweep experiments/mixed_ablation_cardiac.yaml --scheduler tcp://node17:8786
@@ -81,6 +84,62 @@ def _command_check(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"all {len(sources)} notebook twins are in sync with their sources")
     return EXIT_OK
+
+
+def _command_student(args: argparse.Namespace) -> int:
+    from mixseg_lite.student import (has_exercises, orphan_student_copies, student_copy_problems,
+                                     write_student_copy)
+
+    sources = _selected_notebooks(args.notebooks)
+    with_exercises = [source for source in sources if has_exercises(source)]
+    none = "none of these notebooks has exercises" if args.notebooks else "no notebook has exercises yet"
+    if args.run:
+        return _run_student_copies(with_exercises, none)
+    orphans = [] if args.notebooks else orphan_student_copies()
+    if args.check:
+        problems = [problem for source in with_exercises for problem in student_copy_problems(source)]
+        problems += [f"{path}: its source has no exercises any more; `mixseg-lite student` removes it"
+                     for path in orphans]
+        for problem in problems:
+            print(problem)
+        if problems:
+            print(f"{len(problems)} problem(s); regenerate with `mixseg-lite student`", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"all {len(with_exercises)} student copies are in sync with their sources" if with_exercises
+              else f"{none}: no student copy to check")
+        return EXIT_OK
+    for source in with_exercises:
+        print(f"{source} -> {write_student_copy(source)}")
+    for path in orphans:
+        path.unlink()
+        print(f"removed {path}: its source has no exercises any more")
+    if not with_exercises:
+        print(f"{none}: no student copy written")
+    return EXIT_OK
+
+
+def _run_student_copies(sources: list[Path], none: str) -> int:
+    """Execute each student copy up to its last check; every check must fail "not done"."""
+    from mixseg_lite.student import run_student_copy, student_path, student_run_problems
+
+    failures = 0
+    for source in sources:
+        path = student_path(source)
+        if not path.is_file():
+            raise InputError(f"{path}: missing; run `mixseg-lite student` first")
+        started = time.perf_counter()
+        outcomes = run_student_copy(path)
+        problems = student_run_problems(outcomes, str(path))
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        failures += bool(problems)
+        checks = sum(outcome.kind == "check" for outcome in outcomes)
+        print(f"{path}: {'FAILED' if problems else 'ok'}: {checks} checks say 'not done', "
+              f"{len(outcomes) - checks} other cells ran up to the last check "
+              f"({time.perf_counter() - started:.1f} s)")
+    if not sources:
+        print(f"{none}: no student copy to run")
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 def _command_demo(args: argparse.Namespace) -> int:
@@ -213,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="fail when a twin is out of sync with its source")
     check.add_argument("notebooks", nargs="*", help="sources (default: notebooks/NN_*.py)")
     check.set_defaults(handler=_command_check)
+
+    student = commands.add_parser("student", help="write course/student/NN_*.ipynb: exercises without solutions")
+    student.add_argument("notebooks", nargs="*", help="sources (default: notebooks/NN_*.py with exercises)")
+    student.add_argument("--check", action="store_true",
+                         help="write nothing; exit 1 when a student copy is missing or out of sync")
+    student.add_argument("--run", action="store_true",
+                         help="execute each student copy up to its last check: exit 1 unless every check "
+                              "says 'not done' and every other cell runs")
+    student.set_defaults(handler=_command_student)
 
     demo = commands.add_parser("demo", help="every notebook at defaults, then a results table")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
