@@ -71,6 +71,7 @@ SPECS: dict[str, tuple[str, Any, Any, bool]] = {
     "method": ("choice", _methods, None, False), "methods": ("choices", _methods, None, False),
     "recipe": ("choice", _recipes, None, False), "recipe_overrides": ("mapping", None, None, False),
     "assert_orderings": ("bool", None, None, False),
+    "share_recipes": ("choices", _recipes, None, False),  # recipes whose loss terms are compared on one network
     # optimisation and network (None: the recipe's or the library's value)
     "epochs": ("int", 0, None, False), "batch_size": ("int", 1, None, False),
     "learning_rate": ("positive", 0, None, True), "weight_decay": ("number", 0, None, True),

@@ -75,6 +75,9 @@ def show_predictions(volume, predictions: dict[str, np.ndarray], slices: list[in
     for row, z in zip(axes, slices):
         image = volume.image[0, z]
         show_overlay(row[0], image, None, volume.num_classes, "image" if z == slices[0] else None)
+        # Each row is one slice: say which, left of the row (axes are off, so no ylabel).
+        row[0].text(-0.06, 0.5, f"slice z={z}", transform=row[0].transAxes, rotation=90, ha="right", va="center",
+                    fontsize=8)
         show_overlay(row[1], image, volume.label[z], volume.num_classes, "ground truth" if z == slices[0] else None)
         for ax, (name, pred) in zip(row[2:], predictions.items()):
             show_overlay(ax, image, pred[z], volume.num_classes, name if z == slices[0] else None)
@@ -126,3 +129,61 @@ def plot_seed_curves(rows: list[dict], key: str, ax=None, label_key: str = "meth
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax
+
+
+def plot_method_bars(rows: list[dict], key: str, ax=None, label_key: str = "method", group_key: str = "modality",
+                     ylabel: str | None = None, names: dict[str, str] | None = None,
+                     legend_kwargs: dict | None = None):
+    """One bar per row of ``rows`` (e.g. one per method and modality) showing ``row[key]``, in the
+    colour of its method (:func:`method_colour` of ``row[label_key]``), with one legend entry per
+    method. Tick labels read ``method`` over ``group`` (the group is left out when it is missing
+    or "-", e.g. the empty-mask baseline's modality); ``names`` renames methods on ticks and in
+    the legend (``{"empty": "empty masks"}``); ``legend_kwargs`` go to ``ax.legend`` (e.g. ``loc``,
+    ``ncols``). Returns the Axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    names = names or {}
+    shown = [names.get(str(row[label_key]), str(row[label_key])) for row in rows]
+    ticks = [name if str(row.get(group_key, "-")) in ("-", "", "None") else f"{name}\n{row[group_key]}"
+             for name, row in zip(shown, rows)]
+    colours = [method_colour(str(row[label_key])) for row in rows]
+    x = np.arange(len(rows))
+    ax.bar(x, [float(row[key]) for row in rows], 0.7, color=colours)
+    ax.set_xticks(x, ticks, fontsize=7)
+    ax.set_ylabel(ylabel or key.replace("_", " "))
+    handles = [Patch(facecolor=colour, label=name) for name, colour in dict(zip(shown, colours)).items()]
+    ax.legend(handles=handles, **{"fontsize": 7, "frameon": False, **(legend_kwargs or {})})
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def structure_boxes(mask: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+    """The tight boxes of a 2-D label map ``(H, W)``, as :func:`mixseg_lite.weak.boxes` draws them:
+    one per 8-connected structure of each foreground class, ``(class_index, row0, col0, row1, col1)``
+    with inclusive pixel bounds, in class order."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask)
+    found = []
+    for class_index in sorted(int(c) for c in np.unique(mask) if c != 0 and c != UNLABELLED):
+        components, _ = ndimage.label(mask == class_index, structure=np.ones((3, 3), dtype=bool))
+        for rows, cols in ndimage.find_objects(components):
+            found.append((class_index, rows.start, cols.start, rows.stop - 1, cols.stop - 1))
+    return found
+
+
+def draw_structure_boxes(ax, mask: np.ndarray, num_classes: int, linewidth: float = 1.2) -> list:
+    """Outline each structure's tight box (:func:`structure_boxes`) on ``ax`` in the overlay colour
+    of the class inside it, so a box weak label says which class it holds. Pixel edges are drawn
+    (a box around pixels r0..r1 spans r0 - 0.5 .. r1 + 0.5), in data coordinates, so the outline
+    follows the image whatever its ``origin``. Returns the rectangles."""
+    from matplotlib.patches import Rectangle
+
+    colours = label_cmap(num_classes).colors
+    patches = []
+    for class_index, row0, col0, row1, col1 in structure_boxes(mask):
+        rectangle = Rectangle((col0 - 0.5, row0 - 0.5), col1 - col0 + 1, row1 - row0 + 1, fill=False,
+                              edgecolor=colours[class_index], linewidth=linewidth)
+        ax.add_patch(rectangle)
+        patches.append(rectangle)
+    return patches

@@ -189,6 +189,31 @@ CAM_COMPARISONS = [
                cam_claims(pair, pairing="+".join(pair)), CAM_ORDER)
     for pair in CAM_PAIRINGS]
 
+# The same ablation on the brain phantom (experiments/cam_ablation.py --dataset brain_phantom): its
+# files, each shown once it is committed (nothing, not even a heading, before).
+PHANTOM_FILE = "cam_ablation_phantom"
+PHANTOM_CURVES = "cam_ablation_phantom_curves"
+PHANTOM_CONVERGENCE = "cam_convergence_phantom"
+PHANTOM_PAIRINGS = (*CAM_PAIRINGS, ("T1ce", "FLAIR"))  # the third only with the sweep's --t1ce
+
+
+def _committed(name: str, root: Path = ROOT) -> bool:
+    return (root / "results" / f"{name}.csv").is_file()
+
+
+def phantom_cam_comparisons(root: Path = ROOT) -> list[Comparison]:
+    """The CAM comparisons on the brain phantom, one per pairing in ``results/cam_ablation_phantom.csv``
+    (keys ``"T1+T2, phantom"``, ...); none while that file does not exist."""
+    if not _committed(PHANTOM_FILE, root):
+        return []
+    present = {row["pairing"] for row in _rows(PHANTOM_FILE, root=root)}
+    return [Comparison(f"{'+'.join(pair)}, phantom", f"Brain phantom, {' + '.join(pair)} at the weights chosen on validation",
+                       PHANTOM_FILE, {"pairing": "+".join(pair), "chosen": True}, ["method", "modality"],
+                       ["dice_3d", "dice_pos", "dice_slice_avg", "threshold"],
+                       cam_claims(pair, pairing="+".join(pair)), CAM_ORDER)
+            for pair in PHANTOM_PAIRINGS if "+".join(pair) in present]
+
+
 # The verdict summary: one line per claim of each paper, one column per task or recipe.
 MIXED_SUMMARY_CLAIMS = ["student > lower bound (KL+Ent)", "KL+Ent > KL (student)", "KL+Ent > Ent (student)",
                         "entropy > pseudo-masks (student)", "student > teacher (KL+Ent)",
@@ -210,18 +235,21 @@ def mixed_summary(root: Path = ROOT) -> str:
 
 
 def cam_summary(root: Path = ROOT) -> str:
+    """One column per contrast of each pairing: the procedural brains (``cam_ablation_brain``), then
+    the brain phantom's once ``results/cam_ablation_phantom.csv`` exists."""
     columns, settled = [], {}
-    for comparison in CAM_COMPARISONS:
-        for modality in comparison.key.split("+"):
+    comparisons = [*CAM_COMPARISONS, *phantom_cam_comparisons(root)]
+    for comparison in comparisons:
+        for modality in comparison.key.split(", ")[0].split("+"):
             columns.append(f"{modality} ({comparison.key})")
-        for d in comparison.settle(root):
-            settled[(d.claim, d.metric)] = d
+        settled[comparison.key] = {(d.claim, d.metric): d for d in comparison.settle(root)}
     body = []
     for step in CAM_SUMMARY_STEPS:
         cells = []
-        for comparison in CAM_COMPARISONS:
-            for modality in comparison.key.split("+"):
-                cells.append(_verdict_cell(settled.get((f"{comparison.key} {modality}: {step}", "dice_3d"))))
+        for comparison in comparisons:
+            pairing = comparison.key.split(", ")[0]
+            for modality in pairing.split("+"):
+                cells.append(_verdict_cell(settled[comparison.key].get((f"{pairing} {modality}: {step}", "dice_3d"))))
         body.append([step, *cells])
     return markdown_table(["claim (3-D Dice)", *columns], body)
 
@@ -248,9 +276,9 @@ def convergence_table(root: Path = ROOT) -> str:
                            "mean change, last quarter vs the one before", "sweep budget (epochs)"], body)
 
 
-def cam_curves_table(root: Path = ROOT) -> str:
+def cam_curves_table(root: Path = ROOT, file: str = "cam_ablation_brain_curves") -> str:
     runs: dict[tuple, dict[str, dict[int, list[float]]]] = {}
-    for row in _rows("cam_ablation_brain_curves", root=root):
+    for row in _rows(file, root=root):
         if row["method"] == "supervised":
             continue
         run = runs.setdefault((row["pairing"], row["run"].rsplit("_seed", 1)[0].split("_", 1)[1]), {})
@@ -270,6 +298,73 @@ def cam_curves_table(root: Path = ROOT) -> str:
                            "val loss: whole run", "train tag loss: last quarter"], body)
 
 
+def cam_convergence_table(root: Path = ROOT, file: str = PHANTOM_CONVERGENCE) -> str:
+    """The long validation curves that choose the CAM budget (``--curves-only``): per run, the best
+    and last validation 3-D Dice and the epochs from which the Dice and the tag accuracy stop
+    rising (``mixseg_lite.train.cam.flattening_epoch``)."""
+    from mixseg_lite.train.cam import flattening_epoch
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for row in _rows(file, root=root):
+        runs.setdefault(row["run"], []).append(row)
+    body = []
+    for rows in runs.values():
+        rows.sort(key=lambda r: int(r["epoch"]))
+        dice = [_float(r["val_dice_3d"]) for r in rows]
+        best = max(range(len(dice)), key=lambda i: dice[i] if math.isfinite(dice[i]) else -1.0)
+        body.append([rows[0]["pairing"], rows[0]["method"], _weights(rows[0]), len(rows), best + 1,
+                     f"{dice[best]:.3f}", f"{dice[-1]:.3f}", flattening_epoch(dice) or "-",
+                     flattening_epoch([_float(r["val_accuracy"]) for r in rows]) or "-"])
+    return markdown_table(["pairing", "method", "weights", "epochs run", "best epoch", "best val 3-D Dice",
+                           "last val 3-D Dice", "val Dice stops rising at epoch",
+                           "val tag accuracy stops rising at epoch"], body)
+
+
+def phantom_section(root: Path = ROOT) -> list[str]:
+    """Sections 2.4 onwards of the report, the CAM ablation on the brain phantom: one part per
+    committed file, and nothing at all (not even a heading) while none is committed."""
+    from mixseg_lite.train.cam import FLAT_CAM_BOUND, FLAT_CAM_LEVEL
+
+    parts: list[str] = []
+
+    def heading(title: str) -> None:
+        number = 4 + sum(p.startswith("### 2.") for p in parts)
+        parts.extend([f"### 2.{number} Brain phantom: {title}", ""])
+        if number == 4:
+            parts.extend(["The same ablation on the brain phantom (`mixseg_lite.data.phantom`: the ICBM152 2009a "
+                          "anatomy, warped per subject, with a simulated tumour and contrasts from the MR signal "
+                          "equations): same task size, recipe, stages and grids, a budget chosen from validation "
+                          "curves, and one more condition of admissibility: a network whose normalised foreground "
+                          f"CAM stays below {FLAT_CAM_LEVEL:g} everywhere (flat: the trivial minimiser of ER and "
+                          "CMER, an empty mask at every threshold) on more than "
+                          f"{FLAT_CAM_BOUND:g} of the training slices it predicts positive (`flat_cam_fraction`) "
+                          "makes its weight inadmissible.", ""])
+
+    if _committed(PHANTOM_CONVERGENCE, root):
+        heading("how long to train")
+        parts += ["Validation curves of seed 0 (validation volumes only; the recipe's cosine schedule stretched over "
+                  "the long run): every row of the sweep trains until the slowest of these has stopped rising "
+                  "(3-epoch running mean within 0.01 of every later one).", "", cam_convergence_table(root), ""]
+        if _committed(PHANTOM_CURVES, root):
+            budget = max(int(row["epoch"]) for row in _rows(PHANTOM_CURVES, root=root))
+            parts += [f"The sweep trains every row for {budget} epochs.", ""]
+    comparisons = phantom_cam_comparisons(root)
+    if comparisons:
+        heading("choosing the weights on validation data")
+        parts += ["As in 2.1, with the flat-CAM condition. Test Dice is shown, never used.", ""]
+        for comparison in comparisons:
+            pairing = comparison.where["pairing"]
+            parts += [f"#### {pairing.replace('+', ' + ')}", "", cam_grid_table(pairing, root, PHANTOM_FILE), ""]
+    if _committed(PHANTOM_CURVES, root):
+        heading("had training flattened?")
+        parts += ["Validation tag loss after each epoch of every run, mean over the seeds, as in 2.2.", "",
+                  cam_curves_table(root, PHANTOM_CURVES), ""]
+    if comparisons:
+        heading("the ablation at the chosen weights")
+        parts += [part for comparison in comparisons for part in (comparison.markdown(root), "")]
+    return parts
+
+
 # ---------------------------------------------------------------------------------------------
 # The CAM weight selection
 
@@ -280,16 +375,30 @@ def _weights(row: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-def cam_grid_table(pairing: str, root: Path = ROOT) -> str:
+def cam_grid_table(pairing: str, root: Path = ROOT, file: str = "cam_ablation_brain") -> str:
     """Every weight tried for ``pairing``: validation 3-D Dice (what chose), test 3-D Dice (shown,
     never used to choose), the networks that did not learn their tags, and the weights chosen.
 
     A weight is admissible when every network trained under it learnt its tags: per contrast for
-    the ER weight (chosen per contrast), over both contrasts of the pairing for the others."""
-    from mixseg_lite.train.cam import learnt_tags
+    the ER weight (chosen per contrast), over both contrasts of the pairing for the others. When the
+    file records ``flat_cam_fraction`` (the brain phantom), a network must also have a flat CAM on
+    at most ``mixseg_lite.train.cam.FLAT_CAM_BOUND`` of its predicted-positive training slices
+    (``cam_admissible``), and a column lists the networks above it."""
+    from mixseg_lite.train.cam import FLAT_CAM_BOUND, cam_admissible, learnt_tags
+
+    rows = _rows(file, {"pairing": pairing}, root)
+    flat_rule = bool(rows) and "flat_cam_fraction" in rows[0]
+
+    def flat(m: dict[str, Any]) -> bool:  # learnt its tags, but too many flat CAMs
+        fraction = None if m.get("flat_cam_fraction") in ("", None) else _float(m["flat_cam_fraction"])
+        return learnt_tags(_float(m["train_accuracy"]), _float(m["train_majority"])) and not cam_admissible(
+            _float(m["train_accuracy"]), _float(m["train_majority"]), fraction, FLAT_CAM_BOUND)
+
+    def fails(m: dict[str, Any]) -> bool:
+        return not learnt_tags(_float(m["train_accuracy"]), _float(m["train_majority"])) or (flat_rule and flat(m))
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in _rows("cam_ablation_brain", {"pairing": pairing}, root):
+    for row in rows:
         if row["method"] not in ("empty", "cam"):
             groups.setdefault((row["method"], row["modality"], _weights(row)), []).append(row)
 
@@ -300,8 +409,7 @@ def cam_grid_table(pairing: str, root: Path = ROOT) -> str:
     failed: dict[tuple, list[str]] = {}
     for (method, modality, _), members in groups.items():
         failed.setdefault(stage(method, modality, members), []).extend(
-            f"{modality} seed {m['seed']}" for m in members
-            if not learnt_tags(_float(m["train_accuracy"]), _float(m["train_majority"])))
+            f"{modality} seed {m['seed']}" for m in members if fails(m))
     rank = {m: i for i, m in enumerate(CAM_ORDER)}
     body = []
     for (method, modality, weights), members in sorted(groups.items(), key=lambda kv: (rank.get(kv[0][0], 99), kv[0][1])):
@@ -309,12 +417,15 @@ def cam_grid_table(pairing: str, root: Path = ROOT) -> str:
                if not learnt_tags(_float(m["train_accuracy"]), _float(m["train_majority"]))]
         admissible = not failed[stage(method, modality, members)]
         chosen = any(m["chosen"] == "True" for m in members)
+        flat_cell = [", ".join(f"seed {m['seed']} ({_float(m['flat_cam_fraction']):.2f})" for m in members if flat(m))
+                     or "none"] if flat_rule else []
         body.append([method, modality, weights, len(members),
                      _mean_sd([_float(m["val_dice_3d"]) for m in members]),
                      _mean_sd([_float(m["dice_3d"]) for m in members]),
-                     ", ".join(own) or "none", "yes" if admissible else "no", "**yes**" if chosen else ""])
+                     ", ".join(own) or "none", *flat_cell, "yes" if admissible else "no", "**yes**" if chosen else ""])
+    flat_header = [f"networks with flat CAMs on > {FLAT_CAM_BOUND:g} of their positive slices"] if flat_rule else []
     return markdown_table(["method", "modality", "weights", "seeds", "val 3-D Dice (chose)", "test 3-D Dice (shown)",
-                           "networks that did not learn their tags", "weight admissible", "chosen"], body)
+                           "networks that did not learn their tags", *flat_header, "weight admissible", "chosen"], body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,6 +541,7 @@ def report_markdown(root: Path = ROOT) -> str:
              "slices hold no tumour; the `empty` row shows it. `dice_3d` (per test volume) and `dice_pos` "
              "(tumour slices only) do not.", "",
              *(part for comparison in CAM_COMPARISONS for part in (comparison.markdown(root), "")),
+             *phantom_section(root),
              "## 3. Where each file comes from", "",
              f"Machine: {' '.join(data['machine'].split())}. Training numbers depend on the machine (instruction "
              "set, threads, library versions): a regenerated file differs in the digits, and should give the same "

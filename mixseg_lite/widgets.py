@@ -180,9 +180,39 @@ def _weak_mask(volume: Volume, weak, weak_seed: int) -> np.ndarray | None:
     return mask
 
 
-def _legend_entries(volume: Volume) -> list[tuple[str, tuple[float, ...]]]:
+def _legend_entries(volume: Volume, weak_mask=None) -> list[tuple[str, tuple[float, ...]]]:
+    """Legend of the overlays: each foreground class, then the purple of *labelled* background
+    when ``weak_mask`` labels some background (unlabelled pixels stay untinted)."""
     colours = class_colours(volume.num_classes)
-    return [(name, tuple(colours[c, :3])) for c, name in enumerate(volume.class_names) if c > 0]
+    entries = [(name, tuple(colours[c, :3])) for c, name in enumerate(volume.class_names) if c > 0]
+    if weak_mask is not None and (np.asarray(weak_mask) == 0).any():
+        entries.append(("labelled background (weak label)", _WEAK_BACKGROUND_RGBA[:3]))
+    return entries
+
+
+def _weak_caption(weak_kind: str | None, weak_mask) -> str:
+    """What the weak row shows: its kind, and what its tints mean."""
+    kind = f"{weak_kind} weak label" if weak_kind else "weak label"
+    parts = ["class colour = labelled pixel of that class"]
+    if (np.asarray(weak_mask) == 0).any():
+        parts.append("purple = pixel labelled background")
+    parts.append("no tint = unlabelled")
+    if weak_kind == "boxes":
+        parts.append("box outline colour = the class inside")
+    return f"{kind}: " + "; ".join(parts)
+
+
+def _paint_box_outlines(picture: np.ndarray, label_slice: np.ndarray, num_classes: int) -> np.ndarray:
+    """``picture`` (RGB) with each structure's tight box outlined, one pixel wide, in its class colour."""
+    from mixseg_lite.plotting import structure_boxes
+
+    colours = class_colours(num_classes)
+    picture = picture.copy()
+    for class_index, row0, col0, row1, col1 in structure_boxes(label_slice):
+        colour = colours[class_index, :3]
+        picture[[row0, row1], col0:col1 + 1] = colour
+        picture[row0:row1 + 1, [col0, col1]] = colour
+    return picture
 
 
 # ----------------------------------------------------------------------------- the browser
@@ -219,38 +249,54 @@ def browse_volume(volume: Volume, weak=None, *, static: bool | None = None, slic
     if origin not in ("upper", "lower"):
         raise InputError(f"{volume.case_id}: origin must be 'upper' or 'lower', got {origin!r}")
     weak_mask = _weak_mask(volume, weak, weak_seed)
+    weak_kind = weak if isinstance(weak, str) else None
     windows = {name: intensity_window(volume.image[m]) for m, name in enumerate(volume.modalities)}
     if use_static(static):
-        return _static_figure(volume, weak_mask, windows, slices, num_slices, origin, panel_inches)
-    return _widget_browser(volume, weak_mask, windows, modality, overlay, origin)
+        return _static_figure(volume, weak_mask, windows, slices, num_slices, origin, panel_inches, weak_kind)
+    return _widget_browser(volume, weak_mask, windows, modality, overlay, origin, weak_kind)
 
 
 def _static_figure(volume: Volume, weak_mask, windows, slices, num_slices: int, origin: str,
-                   panel_inches: float):
+                   panel_inches: float, weak_kind: str | None = None):
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    slices_were_chosen_here = slices is None
     slices = default_slices(volume, num_slices) if slices is None else [int(z) for z in slices]
     bad = [z for z in slices if not 0 <= z < volume.num_slices]
     if bad or not slices:
         raise InputError(f"{volume.case_id}: slice indices {bad or slices} outside 0..{volume.num_slices - 1}")
     rows = [(name, m, volume.label, False) for m, name in enumerate(volume.modalities)]
     if weak_mask is not None:
-        rows.append((f"{volume.modalities[0]} + weak", 0, weak_mask, True))
-    figure = Figure(figsize=(panel_inches * len(slices), panel_inches * len(rows) + 0.6), layout="constrained")
+        rows.append((f"{volume.modalities[0]} + {weak_kind + ' (weak label)' if weak_kind else 'weak label'}", 0,
+                     weak_mask, True))
+    figure = Figure(figsize=(panel_inches * len(slices), panel_inches * len(rows) + 0.8), layout="constrained")
     axes = figure.subplots(len(rows), len(slices), squeeze=False)
     for (name, m, mask, is_weak), axes_row in zip(rows, axes):
         for ax, z in zip(axes_row, slices):
             picture = compose_slice(volume.image[m, z], None if mask is None else mask[z], volume.num_classes,
                                     windows[volume.modalities[m]], weak=is_weak)
             ax.imshow(picture, interpolation="nearest", origin=origin)
+            if is_weak and weak_kind == "boxes" and volume.label is not None:
+                from mixseg_lite.plotting import draw_structure_boxes
+
+                draw_structure_boxes(ax, volume.label[z], volume.num_classes)
             ax.set_title(f"{name} · z={z}", fontsize=8)
             ax.set_axis_off()
-    handles = [Patch(color=colour, label=name) for name, colour in _legend_entries(volume)]
+    handles = [Patch(color=colour, label=name) for name, colour in _legend_entries(volume, weak_mask)]
     if volume.label is not None and handles:
         figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8,
                       frameon=False)
-    figure.suptitle(f"{volume.case_id}: {volume.num_slices} slices", fontsize=10)
+    shown = ", ".join(map(str, slices))
+    title = f"{volume.case_id}: slices z = {shown} of its {volume.num_slices}"
+    if slices_were_chosen_here:
+        title += " (spread over the slices with foreground)"
+    if weak_mask is not None:  # wrapped to the figure's width (about 11 characters an inch at this size)
+        import textwrap
+
+        width = max(40, int(11 * panel_inches * len(slices)))
+        title += "\n" + textwrap.fill(f"bottom row: {_weak_caption(weak_kind, weak_mask)}", width)
+    figure.suptitle(title, fontsize=9)
     return figure
 
 
@@ -262,7 +308,8 @@ def _png(picture: np.ndarray, origin: str) -> bytes:
     return buffer.getvalue()
 
 
-def _widget_browser(volume: Volume, weak_mask, windows, modality, overlay: str, origin: str):
+def _widget_browser(volume: Volume, weak_mask, windows, modality, overlay: str, origin: str,
+                    weak_kind: str | None = None):
     import ipywidgets as widgets
 
     overlays = [o for o in OVERLAYS if o == "none" or (o == "label" and volume.label is not None)
@@ -284,7 +331,8 @@ def _widget_browser(volume: Volume, weak_mask, windows, modality, overlay: str, 
     view.layout.object_fit = "contain"
     legend = widgets.HTML(" ".join(
         f'<span style="color: rgb({int(r * 255)}, {int(g * 255)}, {int(b * 255)})">&#9632;</span> {name}'
-        for name, (r, g, b) in _legend_entries(volume)))
+        for name, (r, g, b) in _legend_entries(volume, weak_mask))
+        + ("" if weak_mask is None else f"<br><i>weak overlay</i> = {_weak_caption(weak_kind, weak_mask)}"))
 
     def redraw(_change=None) -> None:
         m, z = volume.modalities.index(dropdown.value), slider.value
@@ -292,6 +340,8 @@ def _widget_browser(volume: Volume, weak_mask, windows, modality, overlay: str, 
                 "weak": None if weak_mask is None else weak_mask[z]}[toggle.value]
         picture = compose_slice(volume.image[m, z], mask, volume.num_classes, windows[dropdown.value],
                                 weak=toggle.value == "weak")
+        if toggle.value == "weak" and weak_kind == "boxes" and volume.label is not None:
+            picture = _paint_box_outlines(picture, volume.label[z], volume.num_classes)
         view.value = _png(picture, origin)
 
     for control in (slider, dropdown, toggle):

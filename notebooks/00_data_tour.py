@@ -15,16 +15,21 @@
 # **Learning goals**
 # 1. Know every dataset the other notebooks use: what it shows, how big it is, how rare each
 #    class is, and which ones are *simulated* and which one is *real*.
-# 2. See every kind of weak label (seeds, scribbles, boxes, points, image tags) that can be derived
-#    from a full mask, and what each one tells the network about the background.
-# 3. Browse volumes slice by slice and modality by modality (live widgets in Jupyter; a static
-#    grid when the notebook runs headless).
+# 2. Read every kind of weak label (seeds, scribbles, boxes, points, image tags): which pixels it
+#    labels, and what it says about the background.
+# 3. Predict what the seeds of Liu et al. look like at a given resolution: when a structure is
+#    too thin for 10 erosions, and what is left of it then.
+# 4. Browse volumes slice by slice and contrast by contrast.
 #
-# **Time to run:** about 15 s on a 2-core CPU without AVX-512 at the default parameters.
+# **Reading time:** about 15 minutes. **Run time:** about 10 s on a 2-core CPU without AVX-512
+# at the default parameters.
 #
-# **Data:** generated on the fly (simulated cardiac and brain MRI), the Colin27 brain with its
-# AAL atlas from the Debian package `mricron-data` (real), and optionally a public dataset you
-# downloaded yourself (`data_dir`).
+# **Data:** generated on the fly (simulated cardiac and brain MRI: drawn, not scanned), the
+# Colin27 brain with its AAL atlas from the Debian package `mricron-data` (real), and optionally
+# a public dataset you downloaded yourself (`data_dir`).
+#
+# Terms in *italics* on first use are defined in the
+# [glossary](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/glossary.md).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -70,12 +75,13 @@ import importlib.util
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
+from scipy import ndimage
 
 import mixseg_lite
 from mixseg_lite.data.atlas import DEFAULT_GROUPS, atlas_split, load_atlas
 from mixseg_lite.data.cardiac_sim import make_cardiac_volumes
 from mixseg_lite.parameters import check_parameters
-from mixseg_lite.plotting import class_legend, show_overlay
+from mixseg_lite.plotting import class_legend, draw_structure_boxes, show_overlay
 from mixseg_lite.results import format_table, write_metrics
 from mixseg_lite.weak import WEAK_KINDS, image_tags, make_weak_label
 from mixseg_lite.widgets import WEAK_BACKGROUND_COLOUR, browse_volume, compose_slice
@@ -100,8 +106,7 @@ def summarize_volumes(name, volumes):
           f"modalities {list(first.modalities)}")
     print(f"spacing (z, y, x) of {first.case_id}: {tuple(round(s, 2) for s in first.spacing)} mm")
     print(f"slices with foreground: {row['positive_slice_fraction']:.3f}")
-    print(format_table([{"class": c, "pixel fraction": float(f)} for c, f in zip(first.class_names, frequencies)],
-                       ["class", "pixel fraction"], digits=4))
+    print("pixel fraction per class: " + ", ".join(f"{c} {f:.4f}" for c, f in zip(first.class_names, frequencies)))
     return row
 
 
@@ -112,7 +117,10 @@ def summarize_volumes(name, volumes):
 # from the base of the heart towards the apex with thick slices (8-10 mm, as in ACDC), so the
 # structures shrink and the last slices hold little or no heart. Labels follow ACDC: RV cavity,
 # myocardium, LV cavity. RV and LV blood have the same brightness and are told apart only by
-# shape and position; fat, stomach and aorta are bright distractors labelled background.
+# shape and position. Fat, stomach and aorta are bright distractors labelled background.
+#
+# Notice how rare the foreground is: a network that predicts background everywhere is right on
+# about 93% of the pixels, which is why the notebooks score with Dice, not pixel accuracy.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -126,8 +134,9 @@ shown = [0, cardiac_slices // 3, 2 * cardiac_slices // 3, cardiac_slices - 1]
 fig, axes = plt.subplots(2, len(shown), figsize=(2.2 * len(shown), 4.6))
 for column, z in enumerate(shown):
     show_overlay(axes[0, column], volume.image[0, z], None, volume.num_classes, f"z={z} (base → apex)")
-    show_overlay(axes[1, column], volume.image[0, z], volume.label[z], volume.num_classes, "labels")
-fig.suptitle(f"Simulated cardiac volume {volume.case_id}: slices from base to apex, and their labels", fontsize=10)
+    show_overlay(axes[1, column], volume.image[0, z], volume.label[z], volume.num_classes, f"z={z}: full mask")
+fig.suptitle(f"Simulated cardiac volume {volume.case_id}: slices from base to apex (top), their labels (bottom)",
+             fontsize=10)
 fig.tight_layout()
 class_legend(fig, volume.class_names, loc="lower center", ncol=volume.num_classes - 1)
 fig.subplots_adjust(bottom=0.1)
@@ -135,34 +144,44 @@ fig.subplots_adjust(bottom=0.1)
 # %% [markdown]
 # ## 2. Weak labels, derived from the full masks
 #
-# Every weak label is computed deterministically from a full mask and a seed, and never lies:
-# wherever it labels a pixel, the full mask has that class. It only hides information.
+# A *weak label* is computed deterministically from a full mask and a seed, and never lies:
+# wherever it labels a pixel, the full mask has that class. It only hides information, by
+# leaving pixels unlabelled. In the figures below a coloured pixel carries a label; **purple
+# marks pixels labelled background**; untinted pixels are unlabelled.
 #
-# * `seeds`: the setting of the mixed-supervision paper: each structure eroded 10 times, leaving
-#   a blob deep inside it. No background pixel is labelled.
+# * `seeds`: the setting of Liu et al. (mixed supervision): each structure eroded 10 times,
+#   leaving a few pixels inside it (section 2b). No background pixel is labelled.
 # * `scribbles`: a stroke along the middle of each structure, plus background strokes around it.
-# * `boxes`: everything outside the tight boxes is background; the inside is unlabelled.
+# * `boxes`: everything outside the tight box of each structure is background; the inside is
+#   unlabelled. The outline's colour says which class the box holds.
 # * `points`: a few clicks per class, background included.
-# * `full`: the full mask (the upper bound).
-# * image-level **tags**: only which classes appear in the slice (the CAM notebook's setting).
+# * `full`: the full mask (the *upper bound*'s label).
+# * image-level *tags*: only which classes appear in the slice (Patel & Dolz's setting, notebook 03).
 
 # %%
 z = int(np.argmax([(volume.label[k] > 0).sum() for k in range(volume.num_slices)]))
 weak = {kind: make_weak_label(volume.label[z], kind, seed=weak_seed, num_classes=volume.num_classes)
         for kind in WEAK_KINDS}
 window = (float(volume.image[0].min()), float(volume.image[0].max()))  # as the full-mask panel
-fig, axes = plt.subplots(1, len(WEAK_KINDS) + 1, figsize=(2.2 * (len(WEAK_KINDS) + 1), 2.6))
-show_overlay(axes[0], volume.image[0, z], volume.label[z], volume.num_classes, "full mask")
+fig, axes = plt.subplots(1, len(WEAK_KINDS) + 1, figsize=(2.2 * (len(WEAK_KINDS) + 1), 2.7))
+show_overlay(axes[0], volume.image[0, z], volume.label[z], volume.num_classes, "full mask (reference)")
 for ax, (kind, mask) in zip(axes[1:], weak.items()):
-    # Labelled background is tinted white: for boxes, scribbles and points it is information.
+    # Labelled background is tinted purple: for boxes, scribbles, points and full it is information.
     ax.imshow(compose_slice(volume.image[0, z], mask, volume.num_classes, window, weak=True))
-    ax.set_title(kind, fontsize=9)
+    if kind == "boxes":  # the inside of a box is unlabelled: its outline colour names the class it holds
+        draw_structure_boxes(ax, volume.label[z], volume.num_classes)
+    ax.set_title(f"{kind} (weak label)" if kind != "full" else "full (as a weak label)", fontsize=9)
     ax.set_axis_off()
-fig.suptitle("The weak labels of one slice: coloured pixels carry a label, the rest are unlabelled", fontsize=9)
-fig.tight_layout()
+fig.suptitle(f"The weak labels of slice z={z} of {volume.case_id}: a class colour labels that class, purple labels "
+             "background,\nno tint = unlabelled; a box's outline colour is the class inside it", fontsize=9)
+fig.tight_layout(rect=(0, 0, 1, 0.97))
 class_legend(fig, ("labelled background", *volume.class_names[1:]), loc="lower center", ncol=volume.num_classes,
              colours=[WEAK_BACKGROUND_COLOUR])
 fig.subplots_adjust(bottom=0.14)
+
+# %% [markdown]
+# How much each kind labels, on this slice (fractions of its pixels), and the image-level tags of
+# every slice of the volume: the apical slices carry fewer classes, and the last holds none.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -176,17 +195,78 @@ for kind, mask in weak.items():
 print(f"slice z={z} of {volume.case_id}; every weak label agrees with the full mask where it labels")
 print(format_table(rows, ["kind", "labelled pixels", "labelled background", "classes seen"]))
 tags = image_tags(volume.label, volume.num_classes)
-print("image tags per slice (classes present, background excluded):")
-for k in range(volume.num_slices):
-    print(f"  z={k}: {[name for name, present in zip(volume.class_names[1:], tags[k, 1:]) if present]}")
+for c, name in enumerate(volume.class_names[1:], start=1):
+    print(f"tag '{name}' is on slices z = {[int(k) for k in np.flatnonzero(tags[:, c])]} of {volume.num_slices}")
+
+# %% [markdown]
+# ## 2b. Seeds: a blob deep inside, or a thin line?
+#
+# Seeds keep the pixels that survive $k$ erosions with a $3 \times 3$ square: those whose
+# chessboard distance $d_\infty(x)$ to the outside of their structure $S$ exceeds $k$. Per
+# structure,
+#
+# $$\text{seed}(S) = \{x \in S : d_\infty(x) > k_S\}, \qquad k_S = \min\bigl(10,\ \max_{x \in S} d_\infty(x) - 1\bigr). \tag{1}$$
+#
+# Ten erosions need a structure more than 20 pixels thick. A thinner one would vanish, so the
+# erosion falls back to the most it survives ($k_S < 10$), leaving its innermost layer: a line
+# along its middle (for a ring, a thin ring) or a single pixel.
+#
+# At 64x64 (3.4 mm pixels) all three cardiac structures fall back; the myocardium, whose
+# innermost pixels lie 2 pixels from its edge, is eroded once and keeps a thin ring. At 256x256
+# (0.86 mm; the authors' code resizes ACDC slices to 256x256) the RV and LV cavities take all 10
+# erosions and keep large pieces, while the myocardium still falls back.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+fine = make_cardiac_volumes(1, cardiac_slices, 256, seed=seed)[0]  # the same anatomy as `volume`, at 256x256
+assert fine.case_id == volume.case_id
+erosion_rows = []
+for shown_volume in (volume, fine):
+    label = shown_volume.label[z]
+    seeds = make_weak_label(label, "seeds", num_classes=shown_volume.num_classes)
+    for c, name in enumerate(shown_volume.class_names[1:], start=1):
+        if not (label == c).any():
+            continue
+        depth = ndimage.distance_transform_cdt(np.pad(label == c, 1), metric="chessboard")  # d_inf of (1)
+        erosions = min(10, int(depth.max()) - 1)  # k_S of (1) (of the class's thickest structure)
+        erosion_rows.append({"image": f"{label.shape[0]}x{label.shape[1]}", "class": name,
+                             "thickest (d_inf, px)": int(depth.max()), "erosions k_S": erosions,
+                             "seed pixels": int((seeds == c).sum()), "structure pixels": int((label == c).sum())})
+print(f"slice z={z} of {volume.case_id}: pixels of {volume.spacing[1]:.2f} mm ({image_size}x{image_size}) "
+      f"and {fine.spacing[1]:.2f} mm (256x256)")
+print(format_table(erosion_rows, list(erosion_rows[0])))
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(9.2, 2.7))
+for column, shown_volume in enumerate((volume, fine)):
+    label = shown_volume.label[z]
+    rows_, cols_ = np.nonzero(label)
+    margin = label.shape[0] // 16
+    crop = (slice(max(rows_.min() - margin, 0), rows_.max() + margin + 1),
+            slice(max(cols_.min() - margin, 0), cols_.max() + margin + 1))
+    seeds = make_weak_label(label, "seeds", num_classes=shown_volume.num_classes)
+    size = f"{label.shape[0]}x{label.shape[1]}"
+    show_overlay(axes[2 * column], shown_volume.image[0, z][crop], label[crop], shown_volume.num_classes,
+                 f"{size}: full mask")
+    show_overlay(axes[2 * column + 1], shown_volume.image[0, z][crop], seeds[crop], shown_volume.num_classes,
+                 f"{size}: seeds", alpha=1.0)
+fig.suptitle(f"Seeds (weak label) of slice z={z}, zoomed on the heart: at 64x64 every structure is too thin for "
+             "10 erosions (lines, a thin ring);\nat 256x256 the cavities keep large pieces, the myocardium only its "
+             "innermost pixels",
+             fontsize=9)
+fig.tight_layout()
+class_legend(fig, volume.class_names, loc="lower center", ncol=volume.num_classes - 1)
+fig.subplots_adjust(bottom=0.1)
 
 # %% [markdown]
 # ## 3. Simulated multi-contrast brain MRI with tumours (a stand-in for BraTS)
 #
-# No package ships two or more real, co-registered MRI contrasts with labels, so the cross-modal
-# method is taught on *simulated* brains: one anatomy per volume shown in several contrasts (T1,
-# T2, FLAIR), a tumour with necrotic core, enhancing rim and oedema in most volumes, bias field
-# and Rician noise per contrast. The label is the whole tumour.
+# No package ships two or more real, co-registered MRI contrasts with labels, so the
+# cross-modal method of notebook 03 is taught on *simulated* brains: one anatomy per volume
+# shown in several contrasts (T1, T2, FLAIR), a tumour with necrotic core, enhancing rim and
+# oedema in most volumes, bias field and Rician noise per contrast. The label is the whole
+# tumour. Most slices hold no tumour, so a slice's tag (tumour present or not) carries
+# information.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -210,9 +290,12 @@ if brains:
     fig, axes = plt.subplots(1, len(brain.modalities) + 1, figsize=(2.4 * (len(brain.modalities) + 1), 2.6))
     for ax, (m, name) in zip(axes, enumerate(brain.modalities)):
         show_overlay(ax, brain.image[m, z_brain], None, brain.num_classes, f"{name} (simulated)")
-    show_overlay(axes[-1], brain.image[-1, z_brain], brain.label[z_brain], brain.num_classes, "whole tumour")
-    fig.suptitle(f"{brain.case_id}, slice {z_brain}: one anatomy, several contrasts", fontsize=10)
+    show_overlay(axes[-1], brain.image[-1, z_brain], brain.label[z_brain], brain.num_classes,
+                 f"{brain.modalities[-1]} + whole tumour")
+    fig.suptitle(f"Simulated brain {brain.case_id}, slice z={z_brain}: one anatomy in several contrasts", fontsize=10)
     fig.tight_layout()
+    class_legend(fig, brain.class_names, loc="lower center")
+    fig.subplots_adjust(bottom=0.12)
 
 # %% [markdown]
 # ## 4. A real brain with real labels: Colin27 and the AAL atlas
@@ -222,10 +305,10 @@ if brains:
 # caudate, putamen, pallidum, thalamus, hippocampus and amygdala (left and right together).
 #
 # There is only **one subject**, so "volumes" are contiguous *blocks* of 4 axial slices, with 2
-# slices dropped between neighbouring blocks (adjacent 1-mm slices look almost the same; without
-# the gap a test score would partly measure memorisation). The split deals blocks out so every
-# group spans the whole height of the brain, because which structures a slice contains depends
-# mostly on its height: image-level tags here correlate with slice position.
+# slices dropped between neighbouring blocks: adjacent 1-mm slices look almost the same, and
+# without the gap a test score would partly measure memorisation. The split deals blocks out so
+# every group spans the whole height of the brain, because which structures a slice contains
+# depends mostly on its height.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -245,15 +328,16 @@ if blocks:
 # %% [markdown]
 # ## 5. Browsing volumes
 #
-# `browse_volume` gives a slice slider, a modality menu and an overlay toggle (nothing, labels, or
-# a weak mask) when a live Jupyter frontend is attached. When the notebook runs headless
-# (papermill, nbval, a script), with the parameter `static_figures = True` or with
-# `MIXSEG_STATIC_WIDGETS=1`, it returns a static grid of a few slices per modality instead, so
-# executed copies of this notebook still show something.
+# `browse_volume` gives a slice slider, a contrast menu and an overlay toggle (nothing, the full
+# labels, or a weak label) when a live Jupyter front end is attached. When the notebook runs
+# headless (papermill, nbval, a script), with `static_figures = True` or with
+# `MIXSEG_STATIC_WIDGETS=1`, it draws a static grid instead: a few slices, one row per contrast
+# with the full labels, and a bottom row with the weak label. Its title says which slices it
+# shows and which weak label, and what purple means there.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-browse_volume(brains[0] if brains else cardiac[0], weak="boxes", num_slices=4, static=static_figures)
+browse_volume(brain if brains else cardiac[0], weak="boxes", num_slices=4, static=static_figures)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -285,7 +369,31 @@ else:
 if public:
     display(browse_volume(public[0], weak="seeds", num_slices=4, static=static_figures))
 
+# %% [markdown]
+# Every dataset of this tour in one table (written to `metrics.json` too):
+
 # %%
 # NBVAL_CHECK_OUTPUT
 path = write_metrics(output_dir, summaries, params)
 print(format_table(summaries, ["method", "volumes", "slices", "foreground_fraction", "positive_slice_fraction"]))
+
+# %% [markdown]
+# ## Summary
+#
+# **What you saw.** Simulated hearts (foreground about 7% of the pixels), simulated
+# multi-contrast brains with the tumour on a minority of slices, one real brain cut into blocks.
+# Five weak labels, each true where it labels, differing in what they say about the background:
+# seeds nothing, boxes almost all of it. At 64x64 the seeds are lines and thin rings, because
+# every structure is too thin for 10 erosions.
+#
+# **What it means.** A student trained on seeds alone never sees a background label, so nothing
+# stops it from calling everything foreground: notebook 01 shows that collapse and how the
+# teacher prevents it. Tags are informative only because many slices hold no tumour (notebook 03).
+#
+# **What to try next.**
+# 1. Set `image_size = 128`, and predict section 2b's first rows with (1) before you run: every
+#    structure is twice as thick in pixels; does any of them reach 10 erosions?
+# 2. Change `weak_seed`: scribbles and points move, seeds and boxes do not (they are
+#    deterministic).
+# 3. Set `cardiac_slices = 12`: more slices towards the apex, so the positive-slice fraction and
+#    the tags of the last slices change.

@@ -13,24 +13,26 @@
 # [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/mixseg-lite/mixseg-lite/main?labpath=notebooks%2F02_kl_distillation.ipynb)
 #
 # **Learning goals**
-# 1. Set up mixed supervision: one fully labelled volume (`D_s`) and many weakly labelled ones
-#    (`D_w`, seeds eroded from each structure), one shared encoder, a teacher and a student decoder.
-# 2. Reproduce the ablation of Liu et al. (MedIA 2023): lower bound, weak only, + KL, + entropy,
-#    + KL + entropy (the method), KL + pseudo-masks, upper bound; teacher and student separately;
-#    under two recipes: the authors' own training script, and ours.
-# 3. Train until the validation curves flatten before comparing rows, and evaluate the right way:
-#    3-D Dice and HD95 **in mm** per volume and class (the original code reported HD95 in voxels).
-# 4. See why a loss weight means nothing without its scale: the share of the gradient each term
-#    carries decides whether entropy matters or is drowned.
-# 5. Settle each of the paper's claims over 5 seeds with paired differences, and say under which
-#    recipe a claim holds, fails, or cannot be decided.
+# 1. Write down the mixed-supervision objective of Liu et al. (2023), equations (1)-(4): a teacher
+#    trained on a few full masks, a student trained on seeds, KL distillation and entropy.
+# 2. See live what KL distillation buys: a student trained on seeds alone calls too much
+#    foreground; the same student pulled towards the teacher learns the shapes.
+# 3. Measure how hard each loss term pulls on the student (its gradient share, equation (5)) and
+#    explain with it why entropy changes nothing under our recipe and matters under the authors'.
+# 4. Read the paper's claims from committed 5-seed sweeps (paired differences), never from one run.
 #
-# **Time to run:** about 65 s on a 2-core CPU at the default parameters (measured on one without
-# AVX-512; faster with it). The sweeps behind the tables (both recipes, 5 seeds, trained to
-# convergence) are committed in `results/` and shown below.
+# **Reading time:** about 25 minutes. **Run time:** about 60 s on a 2-core CPU without AVX-512
+# (default parameters).
 #
-# **Data:** a *simulated* cardiac short-axis MRI dataset (`mixseg_lite.data.cardiac_sim`), not ACDC;
-# notebook 04 trains on real data when you have it.
+# **Data:** a *simulated* cardiac short-axis MRI dataset (`mixseg_lite.data.cardiac_sim`), not
+# ACDC: 64x64 slices with RV cavity, myocardium and LV cavity. Every number below is measured on
+# simulated images.
+#
+# **Paper:** B. Liu, C. Desrosiers, I. Ben Ayed, J. Dolz, "Segmentation with mixed supervision:
+# Confidence maximization helps knowledge distillation", *Medical Image Analysis* 2023
+# ([arXiv 2109.10902](https://arxiv.org/abs/2109.10902)). Every term is defined in the
+# [glossary](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/glossary.md); every multi-seed
+# table is in [the reproduction report](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/reproduction.md).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -61,12 +63,13 @@ n_volumes = 24
 n_slices = 8
 split_sizes = None  # None: the dataset's default (simulated cardiac: 1 full, 12 weak, 4 val, 7 test volumes)
 weak_kind = "seeds"
-# The live run trains four rows; the committed sweeps have all seven (lower_bound, weak_only, kl, ent,
-# kl_ent, pseudo, upper_bound) over 5 seeds under both recipes.
+# The rows trained live (section 4). The committed sweeps train all seven rows (lower_bound, weak_only,
+# kl, ent, kl_ent, pseudo, upper_bound) over 5 seeds.
 methods = ["lower_bound", "weak_only", "kl", "kl_ent"]
-# "ours" or "authors" (the values and quirks of the authors' training script; section 0 lists both).
+# "ours", "authors_defaults" (the authors' script at its argparse defaults: every committed authors'
+# row, all at learning_rate 1e-3) or "authors" (the same script with its README's command).
 recipe = "ours"
-epochs = 6  # teaching profile; the sweeps train to convergence (section 3): ours 40, authors' recipe more
+epochs = 6  # teaching budget; the sweeps train ours for 40 epochs and the authors' recipe for 60
 batch_size = 8
 # None: the recipe's value. Setting one of these overrides the recipe for that field only.
 learning_rate = None
@@ -78,39 +81,100 @@ norm = None
 dice_weight = None
 class_balance = None
 pseudo_threshold = None
-recipe_overrides = {}  # any other recipe field of MixedConfig, e.g. {"detach_teacher": True}
+recipe_overrides = {}  # any other recipe field of MixedConfig, e.g. {"detach_teacher": False}
 base_width = 8
 depth = 3
+# Recipes whose losses are compared on the live KL + entropy network (section 5).
+share_recipes = ["ours", "authors_defaults"]
 assert_orderings = True  # sweeps over seeds set False to record every run, whatever its ordering
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 import mixseg_lite
-from mixseg_lite.claims import BALANCE_CLAIMS, MIXED_CLAIMS
+from mixseg_lite.claims import MIXED_CLAIMS
 from mixseg_lite.data.slices import SliceDataset
+from mixseg_lite.losses.mixed import entropy_loss, kl_distillation, partial_cross_entropy
 from mixseg_lite.parameters import check_parameters
-from mixseg_lite.plotting import (class_legend, method_colour, plot_curves, plot_seed_curves, show_overlay,
-                                  show_predictions)
-from mixseg_lite.report import committed_tables
+from mixseg_lite.plotting import class_legend, method_colour, show_overlay, show_predictions
 from mixseg_lite.results import committed_results, format_table, write_metrics
-from mixseg_lite.stats import read_results
-from mixseg_lite.train import (DATASETS, METHODS, RECIPES, MixedConfig, load_dataset, predict_volumes, recipe_table,
-                               run_mixed_ablation)
-from mixseg_lite.train.mixed import check_recipe_overrides
+from mixseg_lite.stats import read_results, settle
+from mixseg_lite.train import DATASETS, RECIPES, MixedConfig, load_dataset, predict_volumes, run_mixed_ablation
+from mixseg_lite.train.mixed import check_recipe_overrides, recipe_gradient_shares
 
 # Every parameter above, checked here (a bad value stops with one line naming it) and recorded
 # in metrics.json.
 params = check_parameters(globals())
 device = mixseg_lite.setup_notebook(seed, num_threads)
+RECIPE_NAMES = {"ours": "our recipe", "authors_defaults": "authors' script (defaults)",
+                "authors": "authors' script (README command)"}
+NAMES = {"lower_bound": "lower bound", "weak_only": "seeds only", "kl": "KL", "kl_ent": "KL + entropy",
+         "ent": "entropy", "pseudo": "KL + pseudo-masks", "upper_bound": "upper bound"}
+TERMS = {"weak": ("partial CE (2)", method_colour("weak_only")), "kd": ("KL (3)", method_colour("kl")),
+         "ent": ("entropy (4)", method_colour("ent"))}
 
 # %% [markdown]
-# ## 1. Data: full masks for a few volumes, seeds for the rest
+# ## 1. The method in five equations
 #
-# Each foreground structure of a `D_w` slice is eroded 10 times with a 3x3 square (fewer when it
-# would vanish), leaving a seed inside it. **Background is never labelled**: a student trained on
-# seeds alone sees only foreground pixels.
+# One network with a shared encoder and two decoders trains on **D_s**, a few images with full masks,
+# and **D_w**, many images with weak labels, here *seeds* (each structure eroded to a small blob;
+# background is never labelled). The **teacher** decoder learns from D_s alone, the **student** from
+# the seeds and from the teacher. With $p^t_i$, $p^s_i$ the softmax of the teacher's and the
+# student's logits $z^t_i$, $z^s_i$ at pixel $i$:
+#
+# $$\mathcal{L} = \mathcal{L}_s(p^t; D_s) + \lambda_w\,\mathcal{L}_{pCE}(p^s; D_s \cup D_w)
+#   + \lambda_{kd}\,\mathcal{L}_{KL}(p^t, p^s) + \lambda_{ent}\,\mathcal{L}_H(p^s) \tag{1}$$
+#
+# $\mathcal{L}_s$ is the teacher's cross-entropy on the full masks. The student's terms: **partial
+# cross-entropy** over the labelled pixels $\Omega_L$, **KL distillation** from teacher to student at
+# temperature $T$, and the mean **entropy** of the student:
+#
+# $$\mathcal{L}_{pCE} = -\frac{1}{|\Omega_L|}\sum_{i \in \Omega_L} \log p^s_{i,y_i} \tag{2}$$
+#
+# $$\mathcal{L}_{KL} = \frac{T^2}{|\Omega|}\sum_{i \in \Omega}\sum_k p^t_{ik}(T)\,
+#   \log\frac{p^t_{ik}(T)}{p^s_{ik}(T)}, \qquad p(T) = \mathrm{softmax}(z / T) \tag{3}$$
+#
+# $$\mathcal{L}_H = -\frac{1}{|\Omega|}\sum_{i \in \Omega}\sum_k p^s_{ik} \log p^s_{ik} \tag{4}$$
+#
+# Equation (1) combines the three terms Liu et al. name in their abstract: cross-entropy over the
+# labelled pixels, KL carrying the teacher's predictions to the student, and Shannon entropy on the
+# less-supervised images to make the student confident. The numbering is ours; $T$, the weights
+# $\lambda$ and the images each term sees are a *recipe*'s choices (section 3). Entropy alone is
+# smallest when every pixel is one class with certainty; KL ties that confidence to the teacher.
+#
+# How hard a term pulls on the student is not its weight but its **gradient share**:
+#
+# $$s_j = \frac{\lVert \partial(\lambda_j \mathcal{L}_j) / \partial z^s \rVert}
+#   {\sum_{k \in \{pCE,\,KL,\,H\}} \lVert \partial(\lambda_k \mathcal{L}_k) / \partial z^s \rVert} \tag{5}$$
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# Equations (2)-(4) on a 2-pixel, 3-class example in float64: the same digits on every machine.
+student = torch.tensor([[[[2.0, 0.1]], [[0.5, 0.2]], [[-1.0, 0.0]]]], dtype=torch.float64, requires_grad=True)
+teacher = torch.tensor([[[[1.0, -0.5]], [[1.5, 0.0]], [[-2.0, 1.0]]]], dtype=torch.float64, requires_grad=True)
+seeds = torch.tensor([[[0, mixseg_lite.UNLABELLED]]])  # pixel 1 labelled class 0, pixel 2 unlabelled
+print(f"(2) partial CE = {partial_cross_entropy(student, seeds).item():.4f} "
+      f"= -log p_s(class 0) at pixel 1 = {-student.log_softmax(1)[0, 0, 0, 0].item():.4f}")
+for t in (1.0, 2.0):
+    print(f"(3) KL at T = {t:g}: {kl_distillation(student, teacher, t).item():.4f};",
+          f"KL of the student to itself: {kl_distillation(student, student, t).item():.4f}")
+kl_distillation(student, teacher).backward()
+print("(3) gradient reaching the teacher through KL:", teacher.grad)
+student.grad = None
+entropy_loss(student).backward()
+p = student.detach().softmax(1)
+h = -(p * p.log()).sum(1, keepdim=True)
+print(f"(4) entropy = {entropy_loss(student).item():.4f}; autograd gradient equals -p (log p + H) / |Omega|:",
+      torch.allclose(student.grad, -p * (p.log() + h) / 2))
+
+# %% [markdown]
+# KL sends no gradient to the teacher in our recipe (it is *detached*). The entropy gradient
+# $-p_k(\log p_k + H)$ vanishes for a uniform and for a one-hot prediction: entropy pushes hardest on
+# pixels that are already fairly confident.
+#
+# ## 2. Data: full masks for one volume, seeds for the rest
 
 # %%
 splits = load_dataset(dataset, image_size=image_size, seed=seed, split=split_sizes,
@@ -120,12 +184,13 @@ weak_view = SliceDataset(splits["weak"][:1], weak_kind=weak_kind, weak_seed=seed
 z = 2
 class_names = splits["full"][0].class_names
 fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.0))
-show_overlay(axes[0], weak_view.images[z, 0].numpy(), None, len(class_names), title=dataset.replace("_", " "))
+show_overlay(axes[0], weak_view.images[z, 0].numpy(), None, len(class_names), title="image (simulated)")
 show_overlay(axes[1], weak_view.images[z, 0].numpy(), weak_view.labels[z].numpy(), len(class_names),
-             title="full mask (D_s only)")
+             title="full mask (only D_s has one)")
 show_overlay(axes[2], weak_view.images[z, 0].numpy(), weak_view.weak[z].numpy(), len(class_names),
-             title=f"weak: {weak_kind}")
-fig.suptitle("One D_w slice: what a full mask would say, and what its weak label says", fontsize=9)
+             title=f"weak label: {weak_kind} (D_w)")
+fig.suptitle(f"One D_w slice of the {dataset.replace('_', ' ')} data: its full mask, and what its weak label keeps",
+             fontsize=9)
 fig.tight_layout()
 class_legend(fig, class_names, loc="lower center", ncol=len(class_names) - 1)
 fig.subplots_adjust(bottom=0.12)
@@ -138,23 +203,58 @@ print({name: len(v) for name, v in splits.items()}, "volumes;", sum(v.num_slices
 print(f"fraction of D_w pixels carrying a weak label: {labelled:.3f}")
 
 # %% [markdown]
-# ## 2. Two recipes, one ablation
+# Fewer than one pixel in a hundred of a D_w slice carries a label, and none of them is background.
 #
-# The paper leaves most training choices open; its authors' training script existed for one commit
-# (josedolz/MSL-student-becomes-master, `main.py` at 68b98c2) and fixes them. `MixedConfig(recipe=...)`
-# holds both: **authors** reproduces the script, quirks included (KL computed on softmax outputs passed
-# through a second softmax, from student to teacher, on `D_s` only, with the teacher *not* detached;
-# entropy averaged over classes as well as pixels, over a concatenation that counts each `D_s` output
-# three times; Adam at 1e-4, BatchNorm), and **ours** is the recipe this package teaches with (each
-# difference measured: see sections 3-5). Every field is a parameter of `MixedConfig`, documented there.
+# ## 3. Two recipes
+#
+# The paper leaves most training choices open; its authors' training script (`main.py` of
+# josedolz/MSL-student-becomes-master at commit 68b98c2) fixes them, quirks included.
+# `MixedConfig(recipe="authors_defaults")` reproduces that script at its argparse defaults,
+# `recipe="ours"` is this package's recipe. The table gives the fields of equations (1)-(4) on which
+# they differ; the others (teacher loss, normalisation, optimiser, batch layout) and our reasons are
+# in [docs/recipes.md](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/recipes.md).
+# `recipe="authors"`, the script run with its README's command (KL weight 50, a D_w batch five times
+# larger), has no committed sweep.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(format_table(recipe_table(), ["field", "ours", "authors"]))
+FIELDS = {  # recipe field: what it sets, in words
+    "lambda_w": "weight of partial CE, eq. (1)",
+    "lambda_kd": "weight of KL, eq. (1)",
+    "temperature": "T of eq. (3)",
+    "kd_on": "images KL sees: all = D_s and D_w; full = D_s only",
+    "kd_form": "standard = eq. (3); authors = KL(student||teacher) of softmax(p/T)",
+    "detach_teacher": "KL moves the student only (True) or the teacher too",
+    "lambda_ent": "weight of entropy, eq. (1)",
+    "ramp_up_epochs": "epochs over which the entropy weight grows from 0",
+    "entropy_on": "images entropy sees: weak = D_w; all = D_s and D_w",
+    "entropy_form": "pixel = eq. (4); authors = eq. (4) / classes, D_s 3 times",
+    "lr": "learning rate of the optimiser",
+}
+recipe_rows = [{"field": name, "what it sets": words, "ours": f"{RECIPES['ours'][name]:g}"
+                if isinstance(RECIPES["ours"][name], float) else RECIPES["ours"][name],
+                "authors_defaults": f"{RECIPES['authors_defaults'][name]:g}"
+                if isinstance(RECIPES["authors_defaults"][name], float) else RECIPES["authors_defaults"][name]}
+               for name, words in FIELDS.items()]
+recipe_rows[-1]["authors_defaults"] = f"{RECIPES['authors_defaults']['lr']:g} (results/: 0.001)"
+print(format_table(recipe_rows, ["field", "what it sets", "ours", "authors_defaults"]))
 
 # %% [markdown]
-# All rows of one run use the same network, data, optimiser and number of steps; only the loss
-# changes. For the bounds only the teacher is trained, so only the teacher is reported.
+# **The learning rate.** The script trains at 1e-4 for about 4,200 GPU steps. Every authors' result
+# in `results/` and every authors' curve below uses **1e-3** instead (at 1e-4 the lower bound still
+# rises after 1,800 steps; at 1e-3 every row flattens within 45 epochs); the rest is the script's.
+#
+# ## 4. Live run: what KL distillation buys
+#
+# Four rows with the same network, data, optimiser and steps; only the loss changes. **Lower
+# bound**: the teacher on D_s alone. **Seeds only**: the student with partial CE (2). **KL**: adds
+# (3). **KL + entropy**: adds (4), the method. Six epochs of 12 steps under our recipe, a teaching
+# budget (the sweeps train 40).
+#
+# **Which weights are tested.** After every epoch both branches are scored on the 4 validation
+# volumes. Each row keeps the weights of its best epoch on the validation Dice of its *reported*
+# branch (the student; the teacher for the lower bound) and tests both branches with them (`dice`,
+# `best_epoch`); `dice_last` tests the last epoch's weights.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -171,232 +271,196 @@ rows, results = run_mixed_ablation(methods, splits["full"], splits["weak"], spli
 # NBVAL_IGNORE_OUTPUT
 # Scores of models trained here: printed for reading, not compared by nbval (they change in the
 # last digits with the CPU's instruction set and thread count, and training amplifies that).
-print(f"{dataset}, recipe {recipe!r}, {epochs} epochs: test volumes, 3-D Dice (best validation epoch, and",
-      f"last epoch) and HD95 (mm), mean (std) over {len(splits['test'])} volumes, averaged over",
-      ", ".join(splits["test"][0].class_names[1:]))
-print(format_table(rows, ["method", "branch", "dice", "dice_std", "dice_last", "best_epoch", "hd95_mm", "hd95_std"]))
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-class_rows = [{"method": r["method"], "branch": r["branch"],
-               **{f"dice {c}": v["dice"] for c, v in r["per_class"].items()}} for r in rows]
-print(format_table(class_rows, list(class_rows[0])))
+recipe_name = RECIPE_NAMES.get(recipe, recipe)
+print(f"{recipe_name}, {epochs} epochs, seed {seed}: test 3-D Dice and HD95 (mm), mean over "
+      f"{len(splits['test'])} volumes and the classes {', '.join(class_names[1:])}")
+print(format_table([{**r, "row": NAMES.get(r["method"], r["method"])} for r in rows],
+                   ["row", "branch", "dice", "dice_last", "best_epoch", "hd95_mm"]))
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
-plot_curves({m: r.log for m, r in results.items()}, "val_dice_teacher", "validation Dice", axes[0])
-plot_curves({m: r.log for m, r in results.items() if r.branches == ("teacher", "student")},
-            "val_dice_student", "validation Dice", axes[1])
-axes[0].set_title("teacher branch, every row (one colour per method)", fontsize=9)
-axes[1].set_title("student branch, rows that train it", fontsize=9)
-fig.suptitle(f"Validation Dice per epoch, this live run ({recipe} recipe, {epochs} epochs, seed {seed})", fontsize=10)
+for ax, branch in zip(axes, ("teacher", "student")):
+    for method, result in results.items():
+        if branch in result.branches:
+            ax.plot([r["epoch"] for r in result.log], [r[f"val_dice_{branch}"] for r in result.log], marker=".",
+                    color=method_colour(method), label=NAMES.get(method, method),
+                    linestyle="--" if method == "kl_ent" else "-")
+    ax.set_title(f"{branch} branch" + (" (rows that train it)" if branch == "student" else ""), fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+axes[0].set_ylabel("validation Dice (3-D, mean over classes)")
+axes[0].set_ylim(0, 1)
+fig.suptitle(f"Validation Dice after each epoch, this run ({recipe_name}, seed {seed})", fontsize=10)
 fig.tight_layout()
 
 # %%
 test_volume = splits["test"][0]
 shown = {}
-for method in ("lower_bound", "weak_only", "kl", "kl_ent", "upper_bound"):
+for method in ("lower_bound", "weak_only", "kl", "kl_ent"):
     if method in results:
         branch = results[method].branches[-1]
-        shown[f"{method} ({branch})"] = predict_volumes(results[method].model, [test_volume])[branch][0]
+        shown[f"{NAMES[method]}\n({branch})"] = predict_volumes(results[method].model, [test_volume])[branch][0]
 fig = show_predictions(test_volume, shown, slices=[1, test_volume.num_slices // 2],
-                       title=f"Predictions on a {dataset.replace('_', ' ')} test volume")
+                       title=f"Predictions on one {dataset.replace('_', ' ')} test volume, this run")
 
 # %% [markdown]
-# ## 3. How long to train: until the validation curves flatten
+# **Reading the run** (numbers change with the seed and the machine; claims are settled in section 6).
 #
-# Six epochs is a teaching profile: every curve above is still rising, and rows compared before
-# they converge are ranked by how fast they learn, not by where they end. The sweeps therefore
-# train every row of a recipe for the same budget, chosen from the curves below (seed 0, validation
-# volumes only, `experiments/mixed_convergence.py`): the budget must lie past the epoch where the
-# slowest row stops rising. Each row then keeps the weights of its best validation epoch; the
-# tables report the test Dice of those weights (`dice`) and of the last epoch's (`dice_last`).
-
-# %%
-curves = read_results(committed_results("mixed_convergence_cardiac"))
-# The budget each recipe was trained for in the committed ablation sweep (its `epochs` column).
-sweep_epochs = {r.get("recipe"): int(r["epochs"]) for r in read_results(committed_results("mixed_ablation_cardiac"))}
-panels = [("ours", "0.005"), ("authors", "0.001"), ("authors", "0.0001")]
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), sharey=True)
-for ax, (name, lr) in zip(axes, panels):
-    plot_seed_curves([r for r in curves if r["recipe"] == name and r["lr"] == lr], "val_dice", ax)
-    if name in sweep_epochs and lr != "0.0001":
-        ax.axvline(sweep_epochs[name], color="black", linestyle="--", linewidth=1)
-        ax.text(sweep_epochs[name], 0.93, f" sweep budget: {sweep_epochs[name]} epochs", fontsize=8)
-    ax.set_title(f"{name} recipe, lr {float(lr):g}" + (" (the script's rate)" if lr == "0.0001" else ""), fontsize=9)
-    ax.set_ylim(0, 1)
-fig.suptitle("Validation Dice per epoch of each row's reported branch (student; teacher for the lower bound),\n"
-             "default simulated cardiac task, seed 0 (committed: results/mixed_convergence_cardiac.csv)", fontsize=10)
-fig.tight_layout()
-
-# %% [markdown]
-# ## 4. Which of the paper's claims hold here?
+# - **Seeds only** fails: its student stays far below the others (on some seeds it peaks in the first
+#   epochs, then falls). Its only labels are foreground seeds, so partial CE (2) is smallest when every
+#   pixel is foreground, and its predictions spread over the background.
+# - **KL** rescues it: pulled towards the teacher's predictions on every pixel, the student learns
+#   the background and the shapes. Its curve is still rising at epoch 6.
+# - The teacher's curve changes with the row: the encoder is shared, so the student's losses move
+#   the teacher's features too.
+# - **KL + entropy** (dashed) follows **KL**: the two are identical in epoch 1, where entropy's
+#   weight is still 0, and then differ by no more than seed noise. Section 5 shows why.
 #
-# One run cannot tell: two rows a few hundredths apart swap places with the seed, and even with
-# the machine (another CPU sums in another order, and training amplifies the difference). The
-# claims are therefore settled on the committed sweeps: all seven rows under both recipes, trained
-# to the budgets above, 5 seeds (`experiments/mixed_ablation_cardiac.yaml`; `_cardiac_lv.yaml` for
-# the binary LV task and `_atlas.yaml` for the real atlas, with fewer rows; the command that
-# regenerates each file is in `results/README.md`). Each seed draws new volumes, a new split and new
-# weights and trains every row on them, so the rows of one seed are *paired*; for each claim we take
-# the per-seed difference, its mean and its 95% Student-t interval. The verdict is **holds** when
-# the interval lies above 0, **opposite** when it lies below 0, and **not resolved at n seeds** when
-# it contains 0. The tables are read from files, so they are the same everywhere.
-
-# %%
-# NBVAL_CHECK_OUTPUT
-committed = {"simulated_cardiac": "mixed_ablation_cardiac", "simulated_cardiac_lv": "mixed_ablation_cardiac_lv",
-             "atlas": "mixed_ablation_atlas"}
-path = committed_results(committed[dataset]) if dataset in committed else None
-if path is None:
-    print(f"no committed sweep for dataset {dataset!r}: run one with `mixseg-lite sweep` (see results/README.md)")
-else:
-    file_rows = read_results(path)
-    # One table per recipe; a file from before the recipes holds our recipe only.
-    recipes = list(dict.fromkeys(r["recipe"] for r in file_rows)) if "recipe" in file_rows[0] else [None]
-    for name in recipes:
-        print(f"== {name or 'ours'} recipe ==")
-        print(committed_tables(committed[dataset], MIXED_CLAIMS, ["method", "branch"], ["dice", "dice_last"],
-                               where={"recipe": name} if name else None, order=list(METHODS)))
-        print()
-
-# %% [markdown]
-# The same claims on the two other tasks, under both recipes: the binary LV task of the authors'
-# script (same simulated volumes, background / LV cavity) and the real atlas. They have fewer rows
-# (lower bound, KL, KL + entropy), so only the claims those rows can settle appear. Run this
-# notebook with `dataset="simulated_cardiac_lv"` or `"atlas"` for their full tables.
-
-# %%
-# NBVAL_CHECK_OUTPUT
-for other, name in committed.items():
-    if other == dataset or committed_results(name) is None:
-        continue
-    for recipe_name in RECIPES:
-        print(f"== {other}, {recipe_name} recipe ==")
-        print(committed_tables(name, MIXED_CLAIMS, ["method", "branch"], ["dice"], where={"recipe": recipe_name},
-                               rows_table=False))
-        print()
-
-# %% [markdown]
-# **Reading the tables** (simulated cardiac, 5 seeds; the numbers are in the tables above).
+# ## 5. Entropy: drowned under our recipe, heard under the authors'
 #
-# - *Under our recipe* the method does what mixed supervision promises: the KL + entropy student
-#   beats the converged lower bound on every seed (about +0.17 Dice), KL rescues the seed-only
-#   student, and entropy without KL collapses. But *KL + entropy beats KL alone* and *entropy beats
-#   pseudo-masks* are not resolved: the differences are within 0.01 of 0, because with our weights
-#   entropy carries under 1% of the pull on the student (section 5): it is drowned. *The student
-#   beats its teacher* on 5 of 5 seeds by about 0.016, and the interval still touches 0: more seeds
-#   would decide it.
-# - *Under the authors' recipe* (learning rate 1e-3, see section 3) entropy carries about half of
-#   the pull, and *KL + entropy beats KL alone* holds by a wide margin, as the paper says. *The
-#   student beats its teacher* holds too, but for a reason the paper does not give: with BatchNorm,
-#   a plain cross-entropy teacher and one fully labelled volume, the teacher branch collapses on
-#   validation data as soon as the student trains on the shared encoder (teacher 0.1-0.2 Dice, while
-#   the lower bound alone reaches 0.55). The student does not beat the lower bound there, and the
-#   pseudo-mask student was still improving at the end of the budget (best epoch about 56 of 60), so
-#   *entropy beats pseudo-masks* stays open under that recipe.
-# - *On the other two tasks* the student beats the lower bound under our recipe again (binary LV
-#   about +0.12, atlas about +0.20, every seed). Under the authors' recipe the binary LV task goes
-#   the other way: its only weak labels are foreground seeds, so partial CE and entropy are both
-#   smallest when every pixel is called foreground, and the undetached KL drags the teacher along;
-#   the KL rows peak after about 4 epochs and then collapse (a rerun of seed 0 ends with the student
-#   calling 94% of the pixels LV, which covers 2.3%). *KL + entropy beats KL alone* is not resolved
-#   on either task; on the atlas every seed favours it under our recipe, so more seeds could decide it.
-#
-# So the verdict on a claim depends on the recipe, and each is stated with the setting it holds
-# under. These are 64x64 simulated slices and a UNet of width 8, not the paper's 256x256 ACDC and
-# width 64: a claim that fails here fails "under this recipe and setting", not in general.
-
-# %% [markdown]
-# ## 5. A weight means nothing without its scale: where entropy matters and where it is drowned
-#
-# `lambda_ent = 0.1` next to `lambda_kd = 10` says little by itself: what counts is how hard each
-# term pulls on the student's logits. `mixseg_lite.train.mixed.gradient_shares` measures it: the
-# norm of each term's gradient with respect to the student logits, as a share of the sum over the
-# student's terms (partial CE, KL, entropy). Every training log records the shares on the first
-# step of each epoch, and the sweeps keep those of the last epoch. Under our recipe KL carries about
-# half of the pull and entropy about 1%; under the authors' recipe (entropy on `D_s` and `D_w`,
-# averaged over classes as well, weight 1 against KL 20 on doubly-softmaxed outputs) entropy
-# carries most of it. `experiments/mixed_balance_cardiac.yaml` varies `lambda_ent` against
-# `lambda_kd` under our recipe (second table): entropy's share rises from 0.006 to about 0.22,
-# and yet no setting is resolved against the KL-only student of the same seeds (third table, every
-# difference within 0.01 and every interval about ±0.03 wide). Drowning explains why KL + entropy
-# ties KL under our weights; giving entropy its share does not make it win here either.
-
-# %%
-# NBVAL_CHECK_OUTPUT
-print(committed_tables("mixed_ablation_cardiac", [], ["recipe", "method"],
-                       ["dice", "share_kd", "share_ent", "share_pseudo"], where={"branch": "student"}, order=list(RECIPES)))
-if committed_results("mixed_balance_cardiac") is not None:
-    print()
-    print(committed_tables("mixed_balance_cardiac", BALANCE_CLAIMS, ["lambda_kd", "lambda_ent"],
-                           ["dice", "share_weak", "share_kd", "share_ent"], where={"branch": "student"},
-                           compare_with=("mixed_ablation_cardiac", {"recipe": "ours", "method": "kl"})))
-
-# %% [markdown]
-# The shares of the live run (last epoch), for comparison: the authors' recipe gives entropy a far
-# larger share than ours.
+# Entropy's weight is 0.1 against KL's 10 in our recipe, 1 against 20 in the authors'. What moves
+# the student is each term's share (5). Left: the shares the training log records on the first step
+# of each epoch. Right: the trained KL + entropy network and the same images, with each recipe's loss
+# (1) at full weight (`mixseg_lite.train.mixed.recipe_gradient_shares`).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-print(format_table([r for r in rows if r["branch"] == "student"],
-                   ["method", "branch", *sorted({k for r in rows for k in r if k.startswith("share_")})]))
+share_method = "kl_ent" if "kl_ent" in results else None
+if share_method is None:
+    print("add 'kl_ent' to methods to measure the gradient shares of the KL + entropy student")
+else:
+    live_log = results[share_method].log
+    same_network = {name: recipe_gradient_shares(results[share_method].model, splits["full"], splits["weak"], name,
+                                                 batch_size=batch_size, seed=seed, weak_kind=weak_kind)
+                    for name in share_recipes}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for term, (label, colour) in TERMS.items():
+        measured = [(r["epoch"], r[f"share_{term}"]) for r in live_log if r.get(f"share_{term}", 0.0) > 0]
+        axes[0].plot(*zip(*measured), marker="o", color=colour, label=label)
+    axes[0].set_yscale("log")
+    axes[0].set_ylim(1e-4, 3)
+    axes[0].set_xlabel("epoch (entropy's weight is 0 in epoch 1 of a ramp-up)")
+    axes[0].set_ylabel("share of the pull on the student logits")
+    axes[0].set_title(f"This run: KL + entropy student, {recipe_name},\nfirst step of each epoch", fontsize=9)
+    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].grid(alpha=0.3, which="both")
+    axes[0].xaxis.get_major_locator().set_params(integer=True)
+    width = 0.8 / len(TERMS)
+    for k, (term, (label, colour)) in enumerate(TERMS.items()):
+        x = np.arange(len(share_recipes)) + (k - 1) * width
+        values = [same_network[name].get(term, 0.0) for name in share_recipes]
+        axes[1].bar(x, values, width, color=colour, label=label)
+        for xi, value in zip(x, values):
+            axes[1].text(xi, value * 1.15, f"{value:.3f}" if value >= 1e-3 else f"{value:.0e}", ha="center",
+                         va="bottom", fontsize=7)
+    axes[1].set_xticks(range(len(share_recipes)), share_recipes, fontsize=8)
+    axes[1].set_xlabel("recipe whose loss (1) is applied")
+    axes[1].set_title("The same trained network and images:\neach recipe's loss (1) at full weight", fontsize=9)
+    axes[1].grid(axis="y", alpha=0.3, which="both")
+    fig.suptitle(f"Gradient shares, equation (5): how hard each term pulls on the student (seed {seed})", fontsize=10)
+    fig.tight_layout()
+    for name, shares in same_network.items():
+        ratio = shares["kd"] / shares["ent"]
+        print(f"loss of {name!r}, this network: KL pulls {ratio:.{0 if ratio >= 10 else 1}f} times as hard as entropy",
+              f"(shares: partial CE {shares['weak']:.3f}, KL {shares['kd']:.3f}, entropy {shares['ent']:.3f})")
 
 # %% [markdown]
-# ## 6. What do the weak labels buy? Semi-supervised rows on the same split
+# Under our loss entropy carries about 1% of the pull and KL about half: the KL + entropy student is
+# the KL student plus a term too weak to move it. The ramp-up does not hide it: in the last epoch
+# entropy has its full weight. On the same network, the authors' loss gives entropy about ten times
+# that share and KL a fraction of ours: there, entropy pulls about as hard as KL. (A fifth of the pull
+# under our recipe does not make entropy beat KL either: the balance sweep in the reproduction report.)
 #
-# Mixed supervision needs someone to draw seeds on every `D_w` image. Semi-supervised learning uses
-# the same images **without any label**: is the drawing worth it? Two baselines, written from their
-# papers (`mixseg_lite.losses.semi`), train the lower bound's UNet (shared encoder + teacher
-# decoder) on `D_s` with its full masks plus the unlabelled `D_w` images:
-#
-# - **Mean Teacher** (Tarvainen & Valpola 2017): a copy of the network whose weights are an
-#   exponential moving average (decay 0.99) of the trained ones predicts each `D_w` image under input
-#   noise; the trained network is pulled towards that prediction (mean squared difference of the
-#   softmax outputs, weight 0.1, ramped up).
-# - **Cross Pseudo Supervision** (Chen et al. 2021): two networks from different initialisations,
-#   each trained on the other's hard pseudo-labels (argmax, no gradient), weight 1.5.
-#
-# Same split, same budget (our recipe, 40 epochs), same evaluation, 5 seeds, paired with the rows
-# above (`experiments/mixed_ablation_cardiac.yaml`).
+# **The authors' recipe does not fit the live budget**: its steps cost about 1.8 times ours (D_s is
+# fed twice), and its two students separate only after about 7 epochs, the gap growing until about
+# epoch 30. The committed curves show it (seed 0, validation volumes); exploration 1 runs it live.
 
 # %%
-semi_rows = [r for r in read_results(committed_results("mixed_ablation_cardiac")) if r.get("recipe") == "ours"]
-shown_rows = [("lower_bound", "teacher", "lower bound\n(D_s only)"), ("mean_teacher", "teacher", "Mean Teacher\n(+ D_w images)"),
-              ("cps", "teacher", "CPS\n(+ D_w images)"), ("kl_ent", "student", "KL + Ent student\n(+ D_w seeds)"),
-              ("upper_bound", "teacher", "upper bound\n(D_w fully labelled)")]
-fig, ax = plt.subplots(figsize=(8, 3.4))
-for x, (method, branch, label) in enumerate(shown_rows):
-    values = [float(r["dice"]) for r in semi_rows if r["method"] == method and r["branch"] == branch]
-    if values:
-        ax.bar(x, np.mean(values), yerr=np.std(values, ddof=1) if len(values) > 1 else 0, capsize=4,
-               color=method_colour(method), alpha=0.85)
-        ax.plot([x] * len(values), values, "o", markersize=4, markerfacecolor="white", markeredgecolor="black")
-ax.set_xticks(range(len(shown_rows)), [label for _, _, label in shown_rows], fontsize=8)
-ax.set_ylabel("test Dice (3-D, mean over classes)")
-ax.set_ylim(0, 1)
-ax.set_title("No labels on D_w (semi-supervised) vs seeds on D_w (mixed): bars mean ± sd over "
-             f"{len({r['seed'] for r in semi_rows})} seeds, "
-             "circles the seeds\n(committed sweep, our recipe, simulated cardiac)", fontsize=9)
+curves = read_results(committed_results("mixed_convergence_cardiac"))
+panels = [("ours", "0.005", "our recipe (lr 0.005)"), ("authors_defaults", "0.001", "authors' script (lr 0.001)")]
+# The budget each recipe is trained for in the committed ablation sweep (its `epochs` column).
+budgets = {r["recipe"]: int(r["epochs"]) for r in read_results(committed_results("mixed_ablation_cardiac"))}
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+for ax, (name, lr, title) in zip(axes, panels):
+    for method in ("kl", "kl_ent"):
+        curve = [r for r in curves if r["recipe"] == name and r["lr"] == lr and r["method"] == method]
+        ax.plot([int(r["epoch"]) for r in curve], [float(r["val_dice"]) for r in curve], color=method_colour(method),
+                linestyle="--" if method == "kl_ent" else "-", label=f"{NAMES[method]} (committed)")
+    if name == recipe and dataset == "simulated_cardiac":
+        for method in ("kl", "kl_ent"):
+            if method in results:
+                log = results[method].log
+                ax.plot([r["epoch"] for r in log], [r["val_dice_student"] for r in log], "o", markersize=4,
+                        color=method_colour(method), label=f"{NAMES[method]} (this run, seed {seed})")
+    ax.axvline(budgets[name], color="black", linewidth=0.8, linestyle=":")
+    ax.text(budgets[name], 0.96, f"sweep budget: {budgets[name]} epochs ", fontsize=7, ha="right", va="top")
+    ax.set_title(f"{title}: student", fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+axes[0].set_ylabel("validation Dice (3-D, mean over classes)")
+for name, lr, title in panels:
+    curve = [r for r in curves if r["recipe"] == name and r["lr"] == lr and r["method"] == "kl_ent" and r["share_ent"]]
+    curve = [r for r in curve if float(r["share_ent"]) > 0]  # weight 0 in the first epoch of a ramp-up
+    axes[2].plot([int(r["epoch"]) for r in curve], [float(r["share_ent"]) for r in curve],
+                 color=method_colour("ent"), linestyle="-" if name == "ours" else ":", label=title)
+axes[2].set_yscale("log")
+axes[2].set_ylim(1e-4, 1.5)
+axes[2].set_xlabel("epoch")
+axes[2].set_ylabel("entropy's share of the pull")
+axes[2].set_title("KL + entropy student: entropy's share, eq. (5)", fontsize=9)
+axes[2].grid(alpha=0.3, which="both")
+axes[2].legend(fontsize=7, loc="lower right")
+fig.suptitle("Committed curves of the default simulated cardiac task, seed 0 (validation volumes): "
+             "KL against KL + entropy under each recipe", fontsize=10)
 fig.tight_layout()
 
 # %% [markdown]
-# **Reading the figure** (verdicts in the claims table of section 4). Cross pseudo supervision
-# gets most of the way without a single label on `D_w`: it beats the lower bound on every seed
-# (about +0.14), and the KL + entropy student's lead over it (about +0.03, 4 of 5 seeds) is not
-# resolved at 5 seeds; CPS also picked one of its last epochs on every seed (best epoch about 39 of
-# 40), so a longer budget could narrow the gap further. Mean Teacher, at the weight SSL4MIS uses on
-# ACDC, adds nothing over the lower bound here, and the seeds beat it clearly. So on this task the
-# honest answer to "is it worth drawing seeds?" is: not clearly, once a strong semi-supervised
-# baseline is trained on the same images; what would decide it is more seeds and a budget at which
-# CPS has flattened too.
+# Under the authors' recipe entropy's share grows from about 1% to most of the pull as the student
+# grows confident, and KL + entropy leaves KL behind (best validation Dice 0.46 against 0.20). KL
+# alone does little there: the script applies it to D_s only, on softmax outputs passed through a
+# second softmax, which flattens both distributions. Under ours the two curves are one.
+#
+# ## 6. Which of the paper's claims hold here?
+#
+# One run cannot tell: rows a few hundredths apart swap places with the seed. The committed sweep
+# trains every row to convergence on 5 seeds (new volumes, split and weights each). Rows of one seed
+# are *paired*, so a claim is judged on the per-seed differences: mean, 95% t interval, seeds won and
+# a verdict ([glossary](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/glossary.md):
+# "Paired difference", "Verdict"). Read from a file, the table is the same everywhere.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+LESSON_CLAIMS = ["KL rescues the seed-only student", "KL+Ent > KL (student)", "KL+Ent > Ent (student)",
+                 "student > lower bound (KL+Ent)"]
+sweep = read_results(committed_results("mixed_ablation_cardiac"))
+claims = [claim for name in LESSON_CLAIMS for claim in MIXED_CLAIMS if claim.name == name]
+verdicts = [{"recipe": name, **difference.as_row()} for name in ("ours", "authors_defaults")
+            for difference in settle([r for r in sweep if r["recipe"] == name], claims, "mixed_ablation_cardiac")]
+print("results/mixed_ablation_cardiac.csv (default simulated cardiac task, ours 40 epochs, authors_defaults",
+      "60 epochs at lr 0.001): student test Dice, paired over 5 seeds")
+print(format_table(verdicts, ["claim", "recipe", "better", "worse", "difference", "95% CI", "wins", "verdict"]))
 
 # %% [markdown]
-# Only orderings far outside the noise are asserted, with a tolerance taken from the 5 committed
-# seeds of this notebook's default profile (`results/teaching_profiles.csv`): there the KL and the
-# KL + entropy students beat the seed-only student by 0.45-0.63 Dice (smallest gap on seed 0, the
-# default). We assert a third of the smallest gap (0.15), so the check holds on any machine and
-# seed on which distillation works at all, and only at the profile it was measured for.
+# - **KL rescues the seed-only student** under both recipes (+0.72 Dice ours, +0.09 authors').
+# - **KL + entropy beats KL** under the authors' recipe (+0.22, every seed), not under ours (within
+#   0.03 of zero): section 5 shows why. **KL + entropy beats entropy** under both: entropy alone
+#   collapses.
+# - **The student beats the lower bound** under ours (+0.17, every seed); under the authors' the
+#   interval contains 0.
+#
+# The other claims, the binary LV task, the real atlas, the balance sweep and the semi-supervised
+# baselines (Mean Teacher, CPS; their rows' branch "teacher" is the one trained decoder, not Mean
+# Teacher's averaged copy) are in [the reproduction report](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/reproduction.md).
+# These are 64x64 simulated slices and a UNet of width 8, not the paper's 256x256 ACDC: a claim that
+# fails here fails under this recipe and setting, not in general.
+#
+# **Checks of this run.** Only orderings far outside the noise are asserted. Over the 5 committed
+# seeds of this notebook's defaults (`results/teaching_profiles.csv`) the KL and KL + entropy
+# students beat seeds only by 0.45-0.63 Dice; we assert a third of the smallest gap (0.15), at that
+# profile only. KL + entropy against KL lies within the noise and is not asserted.
 
 # %%
 dice = {(r["method"], r["branch"]): r["dice"] for r in rows}
@@ -406,3 +470,26 @@ if assert_orderings and teaching_profile and {"kl_ent", "weak_only"} <= set(meth
     assert dice[("kl_ent", "student")] > dice[("weak_only", "student")] + 0.15, "KL must lift the seed-only student"
 if assert_orderings and teaching_profile and {"kl", "weak_only"} <= set(methods):
     assert dice[("kl", "student")] > dice[("weak_only", "student")] + 0.15, "KL must lift the seed-only student"
+
+# %% [markdown]
+# ## Summary
+#
+# **What you saw.** A student trained on seeds alone spreads its foreground over the image; KL from a
+# teacher that saw one fully labelled volume makes it segment. Entropy moved the student by no more
+# than seed noise: under our weights it carries about 1% of the pull, while the authors' loss gives
+# it about ten times that share on the same network, and their committed curves separate.
+#
+# **What it means.** "Entropy helps distillation" holds under the authors' recipe (+0.22 Dice, 5
+# seeds) and is not resolved under ours, where KL already gives the student a target on every pixel.
+# Read a loss weight through its gradient share, and a claim with its recipe.
+#
+# **What to try next.**
+# 1. The authors' effect, live: `recipe="authors_defaults"`, `learning_rate=1e-3`, `epochs=12`,
+#    `methods=["kl", "kl_ent"]` (about a minute more). The students stay together for about 6 epochs,
+#    then KL + entropy pulls ahead (validation Dice at epoch 12, seed 0: about 0.26 against 0.11;
+#    seed 1: 0.38 against 0.30).
+# 2. Give entropy weight under our recipe: `lambda_ent=1.0` or `10.0`, and watch its share in
+#    section 5 rise (the committed balance sweep measured 6% and 23% at convergence). Over 5 seeds
+#    neither setting beats KL alone (the reproduction report, balance sweep).
+# 3. The authors' documented command: `share_recipes=["ours", "authors_defaults", "authors"]`. Its KL
+#    weight 50 and D_w batch of 40 slices take part of the pull back from entropy.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -86,3 +87,114 @@ def test_a_weight_under_which_a_network_did_not_learn_its_tags_is_not_chosen(abl
     # no admissible value: the best of all, with a warning
     assert ablation.choose(runs, pairing, "cam_er", {}, "er_weight", "FLAIR", [10.0]) == 10.0
     assert "WARNING: no value lets every network learn its tags" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# The brain phantom (issue 24): flat-CAM admissibility, its own files and runs, and the budget curves
+
+
+def _flat_run(dice: float, flat: float | None) -> dict:
+    rows = [{"method": "cam_er", "modality": m, "val_dice_3d": dice, "train_majority": 0.7, "train_accuracy": 0.9,
+             "flat_cam_fraction": 0.0 if m == "T2" else flat, "train_predicted_positive": 40} for m in ("T2", "FLAIR")]
+    return {"rows": rows + [{"method": "empty", "modality": "-"}]}
+
+
+def test_a_weight_under_which_a_network_has_flat_cams_is_not_chosen(ablation, capsys):
+    pairing = ("T2", "FLAIR")
+    runs = [((pairing, "cam_er", {"er_weight": 1.0}, seed), _flat_run(0.3, 0.1)) for seed in (0, 1)]
+    # 10 has the better validation Dice, but FLAIR of seed 1 has a flat CAM on 90 % of its positive slices
+    runs += [((pairing, "cam_er", {"er_weight": 10.0}, seed), _flat_run(0.5, 0.9 if seed else 0.5)) for seed in (0, 1)]
+    assert ablation.choose(runs, pairing, "cam_er", {}, "er_weight", values=[1.0, 10.0], flat_bound=0.5) == 1.0
+    assert "(flat CAMs: FLAIR seed 1 (0.90))" in capsys.readouterr().out
+    # without the bound (the committed brain file's rule) learnt tags are enough
+    assert ablation.choose(runs, pairing, "cam_er", {}, "er_weight", values=[1.0, 10.0]) == 10.0
+    # a run from before the measure cannot be judged by it
+    for _, run in runs:
+        del run["rows"][1]["flat_cam_fraction"]
+    with pytest.raises(SystemExit, match="no flat-CAM fraction recorded"):
+        ablation.choose(runs, pairing, "cam_er", {}, "er_weight", values=[1.0, 10.0], flat_bound=0.5)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """The script on a tiny phantom task: one pairing, one seed, one value per grid; the volumes are
+    generated once (make_volumes is the script's only way to the data)."""
+    from mixseg_lite.data.phantom import make_phantom_volumes
+
+    spec = importlib.util.spec_from_file_location("cam_ablation_phantom_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.SEEDS, module.PAIRINGS = [0], [("T2", "FLAIR")]
+    module.TASK = {"image_size": 32, "n_volumes": 6, "n_slices": 6, "split": {"train": 2, "val": 2, "test": 2}}
+    module.GRID = {"er_weight": [1.0], "cmer_weight": [1.0], "kl_weight": [0.5]}
+    module.SUPERVISED_GRID = {"supervised_class_balance": [0.5]}
+    volumes = {}
+
+    def make_volumes(dataset, pairing, seed):
+        assert dataset == "brain_phantom"
+        if seed not in volumes:
+            volumes[seed] = make_phantom_volumes(6, 6, 32, modalities=("T2", "FLAIR"), seed=seed)
+        return volumes[seed]
+
+    module.make_volumes = make_volumes
+    return module
+
+
+def _main(module, monkeypatch, *argv) -> None:
+    monkeypatch.setattr(sys, "argv", ["cam_ablation.py", *map(str, argv), "--workers", "1"])
+    module.main()
+
+
+def test_the_phantom_sweep_needs_a_budget_and_records_flat_cams(phantom, tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        _main(phantom, monkeypatch, "--dataset", "brain_phantom")
+    assert "--epochs is required on brain_phantom" in capsys.readouterr().err
+    out, folder = tmp_path / "cam_ablation_phantom.csv", tmp_path / "runs"
+    _main(phantom, monkeypatch, "--dataset", "brain_phantom", "--epochs", 1, "--out", out, "--runs", folder)
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[-2:] == ["flat_cam_fraction", "train_predicted_positive"]
+    cam_rows = [r for r in rows if r["method"] not in ("empty", "supervised")]
+    assert cam_rows and all(r["flat_cam_fraction"] and r["train_predicted_positive"] for r in cam_rows)
+    assert all(r["flat_cam_fraction"] == "" for r in rows if r["method"] == "supervised")
+    # the budget is in every run's name (1 != EPOCHS), the dataset and budget in its file
+    runs = sorted(folder.glob("*.json"))
+    assert runs and all("_epochs=1_" in p.name for p in runs)
+    first = json.loads(runs[0].read_text())
+    assert (first["dataset"], first["epochs"]) == ("brain_phantom", 1)
+    # a rerun reads the finished runs back (nothing trained, same table); a run of another dataset
+    # or budget under the same name stops the sweep instead of being reused
+    stamps = {p: p.stat().st_mtime_ns for p in runs}
+    _main(phantom, monkeypatch, "--dataset", "brain_phantom", "--epochs", 1, "--out", tmp_path / "again.csv",
+          "--runs", folder)
+    assert (tmp_path / "again.csv").read_text() == out.read_text()
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*.json")} == stamps
+    job = (("T2", "FLAIR"), "cam", {}, 0)
+    with pytest.raises(SystemExit, match="trained on brain_phantom for 1 epochs, not simulated_brain"):
+        phantom.run_stage([job], folder, 1, {"dataset": "simulated_brain", "epochs": 1, "supervised_epochs": 1})
+
+
+def test_curves_only_logs_validation_dice_each_epoch_without_changing_training(phantom, tmp_path, monkeypatch):
+    from mixseg_lite.data.slices import SliceDataset, split_volumes
+    from mixseg_lite.train.cam import CAMConfig, train_cam
+
+    out = tmp_path / "cam_convergence_phantom.csv"
+    _main(phantom, monkeypatch, "--dataset", "brain_phantom", "--curves-only", "--epochs", 2, "--out", out,
+          "--runs", tmp_path / "curves")
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    # one-value grids: every row once at the paper's weights (their top is the paper's value)
+    assert [r["method"] for r in rows if r["epoch"] == "1"] == phantom.SLOWEST_FIRST
+    assert {r["epoch"] for r in rows} == {"1", "2"} and {r["seed"] for r in rows} == {"0"}
+    for row in rows:
+        assert 0 <= float(row["val_dice_3d"]) <= 1 and row["val_dice_3d_T2"] and row["val_dice_3d_FLAIR"]
+        assert row["val_dice_3d_T1"] == "" and row["val_loss"] and row["val_accuracy"]
+    # the per-epoch Dice changes nothing in the training itself: same losses as a plain run
+    data = {k: SliceDataset(v) for k, v in split_volumes(phantom.make_volumes("brain_phantom", ("T2", "FLAIR"), 0),
+                                                          phantom.TASK["split"], seed=0).items()}
+    plain = train_cam(data["train"], CAMConfig(method="cam_er", epochs=2, modalities=("T2", "FLAIR"), seed=0,
+                                               progress=False, **phantom.RECIPE, **phantom.PAPER), val=data["val"])
+    curve = [r for r in rows if r["method"] == "cam_er"]
+    for entry, row in zip(plain.log, curve):
+        assert float(row["cls"]) == pytest.approx(entry["cls"], rel=1e-6)
+        assert float(row["val_loss"]) == pytest.approx(entry["val_loss"], rel=1e-6)

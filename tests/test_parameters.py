@@ -35,6 +35,7 @@ BAD_VALUES = {  # one bad value per parameter name, and what the message must sa
     "recipe": ("paper", "parameter recipe must be one of 'ours', 'authors', 'authors_defaults'"),
     "recipe_overrides": ([("lr", 1)], "parameter recipe_overrides must be a mapping"),
     "assert_orderings": (1, "parameter assert_orderings must be True or False"),
+    "share_recipes": (["ours", "paper"], "parameter share_recipes must be a non-empty list of names from ours"),
     "epochs": (-1, "parameter epochs must be an integer >= 0"), "batch_size": (0, "parameter batch_size must be"),
     "learning_rate": (0.0, "parameter learning_rate must be a number > 0 or None"),
     "weight_decay": (-1e-4, "parameter weight_decay must be a number >= 0 or None"),

@@ -234,3 +234,22 @@ def test_learnt_tags_needs_more_than_the_majority_answer():
     assert learnt_tags(0.9, majority) and not learnt_tags(majority, majority)
     assert not learnt_tags(float(torch.tensor(200 / 280, dtype=torch.float64)), majority)  # equal up to float32
     assert not learnt_tags(0.6, majority)
+
+
+def test_tag_rates_compare_each_network_with_answering_no_tumour_everywhere(data):
+    from mixseg_lite.train.cam import tag_accuracy, tag_rates
+
+    train, _ = data
+    result = train_cam(train, method="cam", modalities=("T2", "FLAIR"), **TINY)
+    rates = tag_rates(result, train)
+    accuracy = tag_accuracy(result, train)
+    positive = (train.tags[:, 1:] > 0).any(dim=1).float().mean().item()
+    assert set(rates) == {"T2", "FLAIR"}
+    for m, entry in rates.items():
+        assert entry["accuracy"] == pytest.approx(accuracy[m]["accuracy"])
+        assert entry["positive"] == pytest.approx(positive)
+        assert entry["all_negative"] == pytest.approx(1 - positive)
+        # accuracy is the sensitivity and specificity weighted by the tag fractions
+        assert entry["accuracy"] == pytest.approx(positive * entry["sensitivity"]
+                                                  + (1 - positive) * entry["specificity"])
+        assert 0.0 <= entry["predicted_positive"] <= 1.0

@@ -160,3 +160,41 @@ def test_an_ablation_trains_each_semi_supervised_row_with_its_own_loss(splits):
                                        splits["test"], MixedConfig(**TINY))
     assert results["mean_teacher"].log[-1]["loss_cons"] > 0 and results["cps"].log[-1]["loss_cps"] > 0
     assert results["mean_teacher"].log != results["cps"].log
+
+
+def test_recipe_gradient_shares_match_the_shares_the_training_log_records(splits):
+    # The first step of a run measures the shares on the initial network with the first batches;
+    # GroupNorm behaves the same in train and eval mode, so the helper must give the same numbers.
+    from mixseg_lite.train.mixed import recipe_gradient_shares
+
+    config = MixedConfig(**{**TINY, "epochs": 1, "ramp_up_epochs": 0})
+    logged = train_mixed(splits["full"], splits["weak"], config=config).log[0]
+    initial = train_mixed(splits["full"], splits["weak"], config=config, epochs=0).model
+    shares = recipe_gradient_shares(initial, splits["full"], splits["weak"], "ours", batch_size=2, batches=1,
+                                    ramp_up_epochs=0)
+    assert set(shares) == {"weak", "kd", "ent"}
+    for term, share in shares.items():
+        assert share == pytest.approx(logged[f"share_{term}"], rel=1e-6)
+
+
+def test_recipe_gradient_shares_compare_recipes_on_one_untouched_network(splits):
+    from mixseg_lite.train.mixed import recipe_gradient_shares
+
+    model = train_mixed(splits["full"], splits["weak"], config=MixedConfig(**TINY)).model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    by_recipe = {recipe: recipe_gradient_shares(model, splits["full"], splits["weak"], recipe, batch_size=2)
+                 for recipe in ("ours", "authors_defaults", "authors")}
+    for shares in by_recipe.values():
+        assert set(shares) == {"weak", "kd", "ent"} and sum(shares.values()) == pytest.approx(1.0)
+    assert model.training
+    assert all((g is None and p.grad is None) or torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # the same network and images: a heavier entropy weight takes a larger share of the pull
+    heavier = recipe_gradient_shares(model, splits["full"], splits["weak"], "ours", batch_size=2, lambda_ent=10.0)
+    assert heavier["ent"] > by_recipe["ours"]["ent"]
+    assert set(recipe_gradient_shares(model, splits["full"], splits["weak"], "ours", method="kl")) == {"weak", "kd"}
+    with pytest.raises(InputError, match="does not train the student"):
+        recipe_gradient_shares(model, splits["full"], splits["weak"], "ours", method="lower_bound")
+    with pytest.raises(InputError, match="batches must be an integer >= 1"):
+        recipe_gradient_shares(model, splits["full"], splits["weak"], "ours", batches=0)

@@ -131,3 +131,23 @@ def test_compose_slice_leaves_unlabelled_and_background_clear():
     assert np.allclose(full[:, [0, 2]], plain[:, [0, 2]])  # background and unlabelled untouched
     assert not np.allclose(full[:, 1], plain[:, 1])
     assert not np.allclose(weak[:, 0], plain[:, 0]) and np.allclose(weak[:, 2], plain[:, 2])
+
+
+def test_static_figure_names_the_weak_kind_the_shown_slices_and_the_purple_background(volume):
+    from mixseg_lite.widgets import _paint_box_outlines, class_colours
+
+    title = " ".join(browse_volume(volume, weak="boxes", num_slices=2, static=True)._suptitle.get_text().split())
+    assert "slices z = 1, 4 of its 6 (spread over the slices with foreground)" in title
+    assert "boxes weak label" in title and "purple" in title and "box outline colour = the class inside" in title
+    figure = browse_volume(volume, weak="boxes", slices=[1, 2], static=True)
+    weak_axes = [ax for ax in figure.axes if ax.images and "boxes (weak label)" in ax.get_title()]
+    assert [len(ax.patches) for ax in weak_axes] == [1, 2]  # one box per structure: class 1 alone on z=1
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert legend == ["outer", "inner", "labelled background (weak label)"]
+    seeds = browse_volume(volume, weak="seeds", static=True, slices=[2])  # seeds label no background
+    assert [t.get_text() for t in seeds.legends[0].get_texts()] == ["outer", "inner"]
+    assert "seeds weak label" in seeds._suptitle.get_text() and "purple" not in seeds._suptitle.get_text()
+    assert "of its 6" in seeds._suptitle.get_text() and "spread" not in seeds._suptitle.get_text()
+    picture = _paint_box_outlines(np.zeros((16, 16, 3)), volume.label[2], 3)
+    assert np.allclose(picture[4, 4:12], class_colours(3)[1, :3]) and np.allclose(picture[6, 6:10], class_colours(3)[2, :3])
+    assert np.allclose(picture[8, 8], 0)  # inside the boxes: untouched

@@ -633,3 +633,135 @@ def empty_baseline(test: SliceDataset, binary: bool = True) -> dict:
     scores = evaluate_tag_segmentation(pred, labels, test.volume_index, None, num_classes)
     return {"method": "empty", "modality": "-", "threshold": None,
             **{k: v for k, v in scores.items() if k != "per_class"}}
+
+
+def tag_rates(result: CAMResult, dataset: SliceDataset) -> dict[str, dict[str, float]]:
+    """How each network tags the slices of ``dataset``, beside the constant answer "no tumour".
+
+    Returns ``{modality: {"accuracy", "all_negative", "predicted_positive", "positive",
+    "sensitivity", "specificity"}}``: ``all_negative`` is the accuracy of answering "no tumour"
+    for every slice (the empty-mask baseline's tag accuracy, ``1 - positive``);
+    ``predicted_positive`` and ``positive`` the fractions of slices predicted and truly tagged
+    positive; ``sensitivity`` / ``specificity`` the accuracy on the positive / negative slices (NaN
+    when there are none). A network below ``all_negative`` calls more slices wrongly than saying
+    "no tumour" everywhere would, and the two fractions say in which direction it errs.
+    """
+    positive = (dataset.tags[:, 1:] > 0).any(dim=1)
+    predictions = predict_slices(result, dataset, None)
+    out = {}
+    for m, entry in predictions.items():
+        predicted = entry["positive"].any(dim=1)
+        right = predicted == positive
+        out[m] = {"accuracy": float(right.float().mean()), "all_negative": float((~positive).float().mean()),
+                  "predicted_positive": float(predicted.float().mean()), "positive": float(positive.float().mean()),
+                  "sensitivity": float(right[positive].float().mean()) if positive.any() else math.nan,
+                  "specificity": float(right[~positive].float().mean()) if (~positive).any() else math.nan}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Flat CAMs (the trivial minimiser of ER and CMER) and admissibility
+
+FLAT_CAM_LEVEL = float(THRESHOLDS[0])
+"""A slice's foreground CAM is *flat* when its normalised map (:func:`mixseg_lite.cam.normalize_cam`:
+ReLU, then per-slice min-max) stays below this level at every pixel: 0.05, the lowest threshold
+:func:`choose_thresholds` may pick. Such a slice gets an empty mask at every candidate threshold,
+and a flat map is (within ``FLAT_CAM_LEVEL ** 2`` per pixel) the map that is 0 everywhere, which
+makes ER and CMER 0 whatever the image: their trivial minimiser. It arises when the raw foreground
+map is constant or <= 0 everywhere (the ReLU zeroes it) while the slice is still predicted positive
+(the absent class's map is lower still). With ``normalize_cam``'s ``eps = 1e-5`` the normalised
+peak of a map whose ReLU'd range is ``r`` is ``r / (r + 1e-5)``: flat means ``r`` below about
+5e-7, in practice exactly 0. The level is on the normalised map, so it does not depend on the
+network's scale, and any map with a real peak (normalised maximum close to 1) is never flat."""
+
+FLAT_CAM_BOUND = 0.5
+"""Admissibility (:func:`cam_admissible`): at most this share of a network's predicted-positive
+(training) slices may have a flat CAM. Above it, most of the slices the network calls positive
+get the empty mask whatever the threshold, so its Dice measures how often its maps collapsed,
+not how good they are. The failures this rule targets are flat on (nearly) every such slice
+(fraction near 1); healthy networks are near 0; the bound sits halfway, so that a few flat maps
+on marginal slices (the tumour's thin ends) do not reject a network, and a verdict does not hinge
+on its exact value (the fraction is recorded, so any other bound can be re-checked)."""
+
+
+@torch.no_grad()
+def flat_cam_fraction(result: CAMResult, dataset: SliceDataset,
+                      level: float = FLAT_CAM_LEVEL) -> dict[str, dict[str, float]]:
+    """Per modality, the share of the slices of ``dataset`` that the network predicts positive whose
+    foreground CAM is flat (its normalised map below ``level`` everywhere, :data:`FLAT_CAM_LEVEL`).
+
+    Returns ``{modality: {"flat_fraction", "n_predicted_positive"}}``; with several foreground
+    classes (multi-label) the fraction is over the (slice, class) pairs predicted present.
+    ``flat_fraction`` is NaN when the network predicts no slice positive (it has no map to
+    threshold at all; :func:`cam_admissible` rejects it).
+    """
+    if result.supervised:
+        raise InputError("flat_cam_fraction needs CAM networks, not the supervised row")
+    if not is_number(level) or not 0 < level <= 1:
+        raise InputError(f"flat_cam_fraction: level must be in (0, 1] (normalised CAMs), got {level!r}")
+    out = {}
+    for m, entry in predict_slices(result, dataset, None).items():
+        positive = entry["positive"]
+        peak = normalize_cam(entry["maps"]).amax(dim=(2, 3))  # (N, K) normalised maximum per map
+        n = int(positive.sum())
+        out[m] = {"flat_fraction": int((peak[positive] < level).sum()) / n if n else math.nan,
+                  "n_predicted_positive": n}
+    return out
+
+
+def cam_admissible(accuracy: float, majority: float, flat_fraction: float | None = None,
+                   bound: float | None = FLAT_CAM_BOUND) -> bool:
+    """Whether a trained network may stand in a comparison of the CAM ablation: it learnt its tags
+    (:func:`learnt_tags`) and, unless ``flat_fraction`` is None (not measured, e.g. the supervised
+    row) or ``bound`` is None (check off), at most ``bound`` of its predicted-positive slices have a
+    flat CAM (:func:`flat_cam_fraction`); a NaN fraction (no slice predicted positive) fails."""
+    if not learnt_tags(float(accuracy), float(majority)):
+        return False
+    if flat_fraction is None or bound is None:
+        return True
+    flat_fraction = float(flat_fraction)
+    return math.isfinite(flat_fraction) and flat_fraction <= bound
+
+
+@torch.no_grad()
+def validation_dice_3d(result: CAMResult, val: SliceDataset) -> dict[str, float]:
+    """Per modality, the 3-D Dice of ``val`` that a run is chosen by: at the CAM threshold chosen on
+    ``val`` itself (:func:`choose_thresholds`), or the supervised row's arg-max masks. Validation
+    data only. The networks are measured in eval mode and left in the mode they were in, so this
+    can run between epochs (the convergence curves of ``experiments/cam_ablation.py``)."""
+    modes = {m: net.training for m, net in result.nets.items()}
+    for net in result.nets.values():
+        net.eval()
+    try:
+        if result.supervised:
+            return {row["modality"]: row["dice_3d"] for row in evaluate_cam(result, val, None)}
+        return {m: c["sweep"][c["threshold"]] for m, c in choose_thresholds(result, val).items()}
+    finally:
+        for m, net in result.nets.items():
+            net.train(modes[m])
+
+
+def flattening_epoch(values, tolerance: float = 0.01, window: int = 3) -> int | None:
+    """The epoch (1-based) from which a validation curve no longer rises: the first epoch whose
+    running mean over the last ``window`` epochs no later running mean exceeds by more than
+    ``tolerance``. For a rising score (validation Dice, tag accuracy); pass ``-loss`` for a loss.
+    The running mean smooths the epoch-to-epoch noise of a small validation set and lags a plateau
+    by up to ``window - 1`` epochs (on the side of a longer budget); 0.01 is half the smallest Dice
+    difference a verdict resolves (``mixseg_lite.stats.DELTAS``). NaN values (no
+    validation volume with a tumour) are skipped; None when every value is NaN."""
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise InputError(f"flattening_epoch: window must be an integer >= 1, got {window!r}")
+    if not is_number(tolerance) or tolerance < 0:
+        raise InputError(f"flattening_epoch: tolerance must be a number >= 0, got {tolerance!r}")
+    values = [float(v) for v in values]
+    smooth = []
+    for end in range(1, len(values) + 1):
+        recent = [v for v in values[max(0, end - window):end] if math.isfinite(v)]
+        smooth.append(sum(recent) / len(recent) if recent else math.nan)
+    finite = [i for i, v in enumerate(smooth) if math.isfinite(v)]
+    if not finite:
+        return None
+    for i in finite:
+        if all(smooth[j] <= smooth[i] + tolerance for j in finite if j > i):
+            return i + 1
+    return finite[-1] + 1  # unreachable: the last finite epoch always qualifies

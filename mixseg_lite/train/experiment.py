@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ def run_experiment(splits: dict[str, list[Volume]], method: str = "kl_ent",
         (for CAM rows ``branch`` is the modality, plus the empty-mask baseline row).
     """
     if method not in METHODS and method not in CAM_METHODS:
-        hint = "" if CAM_METHODS else " (REFERENCE B rows need mixseg_lite.train.cam, which is not installed)"
+        hint = "" if CAM_METHODS else " (the CAM methods of Patel & Dolz need mixseg_lite.train.cam, which is not installed)"
         raise InputError(f"unknown method {method!r}; run_experiment supports {supported_methods()}{hint}")
     splits = _check_splits(splits, needs_weak=method in METHODS and uses_weak_images(method))
     output_dir = Path(output_dir)
@@ -386,26 +387,9 @@ def _save_curves(result: ExperimentResult, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    log = result.log
-    loss_keys = [k for k in (log[0] if log else {}) if k not in ("epoch", "seconds") and not k.startswith("val_")]
-    val_keys = [k for k in (log[0] if log else {}) if k.startswith("val_dice_")]
-    fig, axes = plt.subplots(1, 2 if val_keys else 1, figsize=(10 if val_keys else 5, 3.2), squeeze=False)
-    epochs = [r["epoch"] for r in log]
-    for key in loss_keys:
-        axes[0, 0].plot(epochs, [r.get(key, np.nan) for r in log], marker=".", label=key.replace("loss_", ""))
-    axes[0, 0].set(xlabel="epoch", ylabel="training loss (epoch mean)", title=f"{result.method}: losses")
-    if val_keys:
-        for key in val_keys:
-            axes[0, 1].plot(epochs, [r[key] for r in log], marker=".", label=key.replace("val_dice_", ""))
-        if result.best_epoch:
-            axes[0, 1].axvline(result.best_epoch, color="grey", ls="--", lw=1, label=f"best (epoch {result.best_epoch})")
-        axes[0, 1].set(xlabel="epoch", ylabel="validation Dice", title="validation (3-D, mean over classes)")
-    for ax in axes.ravel():
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig = plot_training_log(result.log, result.method, result.best_epoch,
+                            title=f"method {result.method}: training log of one run (seed {getattr(result.config, 'seed', '?')})")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -430,7 +414,217 @@ def _save_predictions(result: ExperimentResult, test: list[Volume], path: Path) 
                                                        volume.class_names, result.log),
                                         dataset, result.thresholds if result.thresholds is not None else 0.5)
         shown = {m: dataset.to_volumes(p["labels"])[0] for m, p in predicted.items() if "labels" in p}
-    fig = show_predictions(volume, shown, slices, title=f"{result.method}: test volume {volume.case_id}")
-    fig.savefig(path, dpi=100)
+    checkpoint = f"best validation epoch {result.best_epoch}" if result.best_val_dice is not None else "last epoch"
+    fig = show_predictions(volume, shown, slices,
+                           title=f"method {result.method}: predictions on test volume {volume.case_id} ({checkpoint})")
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # tight: the class legend below the grid is kept whole
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------- lesson helpers (notebook 04)
+
+# Readable names of the terms a training log records (``loss_<term>``, ``share_<term>``; the keys of
+# :func:`~mixseg_lite.train.mixed.mixed_objective` and of the semi-supervised objective), with one
+# colour per term in every panel: the colour of the ablation row that adds the term (KL blue,
+# entropy red, ...; :data:`mixseg_lite.plotting.METHOD_COLOURS`), the teacher's own loss black.
+TERM_NAMES = {"sup": "teacher: L_s (CE + Dice on D_s)", "weak": "student: partial CE L_w", "kd": "student: KL",
+              "ent": "student: entropy", "pseudo": "student: pseudo-mask CE", "cons": "consistency",
+              "sup_b": "second network: L_s", "cps": "cross pseudo-supervision"}
+_TERM_ROWS = {"weak": "weak_only", "kd": "kl", "ent": "ent", "pseudo": "pseudo", "cons": "mean_teacher", "cps": "cps"}
+
+
+def term_colour(term: str) -> str:
+    """Colour of a logged loss term (``"kd"``, ``"ent"``, ...): the teacher's L_s black, a student
+    term the colour of the ablation row that adds it, anything else a spare colour."""
+    from mixseg_lite.plotting import method_colour
+
+    if term in ("sup", "sup_b"):
+        return "#000000" if term == "sup" else "#7f7f7f"
+    return method_colour(_TERM_ROWS.get(term, term))
+
+
+def plot_training_log(log: list[dict], method: str, best_epoch: int | None = None, title: str | None = None):
+    """The per-epoch log of one run in up to three panels, returned as a Figure:
+
+    * the loss terms as they enter the objective (weights included), mean over the epoch's steps;
+    * the gradient share of each student term (``share_*`` keys; panel left out without them):
+      ``||d term / d z_S|| / sum over terms of ||d term / d z_S||`` on the student logits ``z_S`` at
+      the first step of the epoch (:func:`~mixseg_lite.train.mixed.gradient_shares`), between 0 and 1;
+    * the validation Dice of each branch (``val_dice_*`` keys), with the epoch ``best_epoch`` marked.
+
+    A term keeps its colour in both loss panels (:func:`term_colour`); the teacher branch is
+    black, the student the colour of ``method``.
+    """
+    import matplotlib.pyplot as plt
+
+    from mixseg_lite.plotting import method_colour
+
+    keys = list(log[0]) if log else []
+    loss_keys = [k for k in keys if k not in ("epoch", "seconds") and not k.startswith(("val_", "share_"))]
+    share_keys = [k for k in keys if k.startswith("share_")]
+    val_keys = [k for k in keys if k.startswith("val_dice_")]
+    panels = ["loss"] + (["share"] if share_keys else []) + (["val"] if val_keys else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    axes = dict(zip(panels, axes[0]))
+    epochs = [r["epoch"] for r in log]
+    letters = iter("abc")
+
+    def name(term: str) -> str:
+        return TERM_NAMES.get(term, term.replace("_", " "))
+
+    ax = axes["loss"]
+    for key in loss_keys:
+        term = key[len("loss_"):] if key.startswith("loss_") else key
+        ax.plot(epochs, [r.get(key, np.nan) for r in log], marker=".", color=term_colour(term), label=name(term))
+    ax.set(xlabel="epoch", ylabel="weighted loss term\n(mean over the epoch's steps)",
+           title=f"({next(letters)}) loss terms of the objective")
+    if share_keys:
+        ax = axes["share"]
+        for key in share_keys:
+            term = key[len("share_"):]
+            ax.plot(epochs, [r.get(key, np.nan) for r in log], marker=".", color=term_colour(term),
+                    label=name(term).replace("student: ", ""))
+        ax.set(xlabel="epoch", ylabel="gradient share on the student logits\n(first step of each epoch)",
+               ylim=(-0.02, 1.02), title=f"({next(letters)}) which term pulls the student")
+    if val_keys:
+        ax = axes["val"]
+        for key in val_keys:
+            branch = key[len("val_dice_"):]
+            ax.plot(epochs, [r.get(key, np.nan) for r in log], marker=".", label=branch,
+                    color="#000000" if branch == "teacher" else method_colour(method))
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch ({best_epoch})")
+        ax.set(xlabel="epoch", ylabel="validation Dice (3-D, mean over classes)", ylim=(0, 1),
+               title=f"({next(letters)}) validation Dice of each branch")
+    for ax in axes.values():
+        ax.grid(alpha=0.3)
+        if epochs:
+            ax.set_xticks(epochs if len(epochs) <= 12 else ax.get_xticks())
+        if ax.lines:  # below the panel, never over a curve (save with bbox_inches="tight")
+            ax.legend(fontsize=7.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def settings_summary(config, splits: dict[str, list[Volume]] | None = None) -> str:
+    """The few settings of a run a reader needs, one line each with what it means (the whole
+    config is in ``metrics.json`` under ``params -> config``). ``splits`` (as passed to
+    :func:`run_experiment`) gives the steps per epoch of a mixed-supervision run."""
+    if not isinstance(config, MixedConfig):  # CAM rows: their own fields
+        fields = ", ".join(f"{k} {getattr(config, k)}" for k in ("epochs", "batch_size", "lr", "seed")
+                           if hasattr(config, k))
+        return f"method {config.method}: {fields}"
+    steps = config.steps_per_epoch
+    if steps is None and splits is not None:
+        n_main = sum(v.num_slices for v in splits.get("weak") or []) if uses_weak_images(config.method) else 0
+        n_main = n_main or sum(v.num_slices for v in splits.get("full") or [])
+        steps = max(1, -(-n_main // config.batch_size))
+    terms = METHODS[config.method]
+    student = terms["student"]
+    lines = [f"method {config.method}, recipe {config.recipe!r}: which terms are trained, and with which values "
+             "for what the paper leaves open",
+             f"budget: {config.epochs} epochs" + (f" x {steps} steps" if steps else "")
+             + f"; a step takes {config.batch_size} slices of D_s" + (f" and {config.batch_size} of D_w" if
+                                                                        uses_weak_images(config.method) else ""),
+             f"optimiser: {config.optimizer}, learning rate {config.lr:g}, weight decay {config.weight_decay:g}, "
+             f"schedule {config.schedule}",
+             f"teacher loss L_s: cross-entropy with class weights (1/frequency)^{config.class_balance:g}"
+             + (f" + {config.dice_weight:g} x Dice" if config.dice_weight else "") + ", on D_s only"]
+    if student:
+        lines.append(f"lambda_w = {config.lambda_w:g}: weight of the student's partial cross-entropy on the "
+                     "labelled (seed) pixels")
+    if terms["kd"]:
+        lines.append(f"lambda_kd = {config.lambda_kd:g}: weight of KL(teacher || student) at temperature "
+                     f"{config.temperature:g}, on {'D_s and D_w' if config.kd_on == 'all' else 'D_s'}, teacher "
+                     + ("detached (KL trains the student only)" if config.detach_teacher else "not detached"))
+    if terms["ent"] or terms["pseudo"]:
+        what = "entropy" if terms["ent"] else "pseudo-mask cross-entropy"
+        ramp = (f", ramped up linearly from 0 (epoch 1) to full weight (epoch {config.ramp_up_epochs + 1})"
+                if config.ramp_up_epochs else ", full weight from the first step")
+        lines.append(f"lambda_ent = {config.lambda_ent:g}: weight of the student's {what} on "
+                     f"{'D_w' if config.entropy_on == 'weak' else 'D_s and D_w'}{ramp}")
+    widths = [config.base_width * 2 ** i for i in range(config.depth)]
+    lines.append(f"network: UNet, one encoder and two decoders, widths {widths[0]}..{widths[-1]} "
+                 f"(base_width {config.base_width}, depth {config.depth}), {config.norm} normalisation; seed {config.seed}")
+    return "\n".join(lines)
+
+
+def _state_of(model) -> dict:
+    if isinstance(model, torch.nn.Module):
+        return model.state_dict()
+    if isinstance(model, dict):
+        return {k: _state_of(v) for k, v in model.items()}
+    return {}
+
+
+def _leaves(value, prefix: str = ""):
+    """``(path, leaf)`` for every tensor or plain value in nested dicts, lists and tuples."""
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            yield from _leaves(value[key], f"{prefix}/{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f"{prefix}/{index}")
+    else:
+        yield prefix, value
+
+
+def _same_value(a, b) -> tuple[bool, float]:
+    """Whether two leaves are bit for bit equal (NaN equal to NaN), and their largest absolute
+    difference (0 when equal or not numbers; inf for leaves of different kinds or shapes)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape \
+                or a.dtype != b.dtype:
+            return False, math.inf
+        if not a.is_floating_point():
+            return (True, 0.0) if torch.equal(a, b) else (False, math.inf)
+        nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+        if not torch.equal(nan_a, nan_b):
+            return False, math.inf
+        if torch.equal(a[~nan_a], b[~nan_b]):
+            return True, 0.0
+        return False, float((a[~nan_a].double() - b[~nan_b].double()).abs().max())
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True, 0.0
+    if type(a) is type(b) and a == b:
+        return True, 0.0
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return False, abs(float(a) - float(b))
+    return False, math.inf
+
+
+def compare_runs(first: ExperimentResult, second: ExperimentResult) -> dict:
+    """How exactly two runs of the same settings agree, e.g. a run interrupted and resumed and an
+    uninterrupted one (:func:`run_experiment` with the same settings and different folders).
+
+    Compares the per-epoch logs, the test rows, and every stored value of the evaluated model and
+    of both checkpoints (``last.pt``: weights, optimiser state, batch positions, random state, log;
+    ``best.pt``: the best weights). Returns ``{"log": bool, "rows": bool, "values": n,
+    "identical": k, "max_difference": float, "different": [paths of the first few differing
+    values]}``; ``identical == values`` means the two runs are the same bit for bit.
+    """
+    pairs = [("model", _state_of(first.model), _state_of(second.model))]
+    for key in ("last", "best"):
+        paths = (first.files.get(key), second.files.get(key))
+        if all(p is not None and Path(p).is_file() for p in paths):
+            pairs.append((f"{key}.pt", _load(Path(paths[0]), key), _load(Path(paths[1]), key)))
+    values = identical = 0
+    largest = 0.0
+    different = []
+    for name, a, b in pairs:
+        leaves_a, leaves_b = dict(_leaves(a)), dict(_leaves(b))
+        for path in sorted(leaves_a.keys() | leaves_b.keys()):
+            values += 1
+            if path not in leaves_a or path not in leaves_b:
+                same, gap = False, math.inf
+            else:
+                same, gap = _same_value(leaves_a[path], leaves_b[path])
+            identical += same
+            largest = max(largest, gap)
+            if not same and len(different) < 5:
+                different.append(f"{name}{path}")
+    return {"log": first.log == second.log, "rows": first.rows == second.rows, "values": values,
+            "identical": identical, "max_difference": largest, "different": different}

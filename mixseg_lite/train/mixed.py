@@ -728,3 +728,62 @@ def run_mixed_ablation(methods: list[str], full: list[Volume], weak: list[Volume
         results[method] = train_mixed(full, weak, val, config, method=method, **overrides)
         rows += evaluate_mixed(results[method], test)
     return rows, results
+
+
+def recipe_gradient_shares(model: DualBranchUNet, full: list[Volume], weak: list[Volume], recipe: str,
+                           method: str = "kl_ent", batch_size: int = 8, seed: int = 0, weak_kind: str = "seeds",
+                           batches: int = 4, **overrides) -> dict[str, float]:
+    """The gradient shares (:func:`gradient_shares`) that the loss terms of ``recipe`` would carry on
+    ``model``'s student logits, at their full weights (no ramp-up), averaged over ``batches`` steps.
+
+    The network and the images stay fixed and only the recipe's loss terms change (their weights,
+    the images each term sees, the KL and entropy forms, the batch layout), so two recipes compared
+    on one trained network show what their scales alone do. The batches are the first ``batches``
+    steps :func:`train_mixed` would draw with this ``seed`` and ``batch_size`` (D_w batches
+    ``batch_size * weak_batch_multiple`` slices). The network is run in eval mode (BatchNorm uses its
+    running statistics and does not update them; the shares a training log records are measured in
+    train mode) and left as it was; its weights and gradients are not touched.
+
+    Args:
+        model: a trained (or fresh) :class:`DualBranchUNet`.
+        full, weak: the volumes of D_s and D_w.
+        recipe: a key of :data:`RECIPES`; ``overrides`` replace its fields (``MixedConfig`` names).
+        method: a row that trains the student (``kl_ent``, ``kl``, ``ent``, ``pseudo``, ``weak_only``).
+
+    Returns:
+        ``{term: share}`` for the student's terms of ``method`` (``weak``, ``kd``, ``ent`` or
+        ``pseudo``); the shares sum to 1.
+    """
+    config = MixedConfig(method=method, recipe=recipe, batch_size=batch_size, seed=seed, weak_kind=weak_kind,
+                         progress=False, **overrides)
+    if not config.terms["student"]:
+        raise InputError(f"method {method!r} does not train the student: its loss has no student terms to share")
+    check_nonempty(len(full), "fully labelled set D_s", "recipe_gradient_shares")
+    check_nonempty(len(weak), "weakly labelled set D_w", "recipe_gradient_shares")
+    if not isinstance(batches, int) or isinstance(batches, bool) or batches < 1:
+        raise InputError(f"batches must be an integer >= 1, got {batches!r}")
+    device = next(model.parameters()).device
+    full_ds = SliceDataset(full, weak_kind=config.weak_kind, weak_seed=config.seed)
+    weak_ds = SliceDataset(weak, weak_kind=config.weak_kind, weak_seed=config.seed + 1)
+    full_batches = index_batches(len(full_ds), config.batch_size, _stream_generator(config.seed, 0))
+    weak_batches = index_batches(len(weak_ds), config.batch_size * config.weak_batch_multiple,
+                                 _stream_generator(config.seed, 1))
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    try:
+        with torch.enable_grad():
+            for _ in range(batches):
+                batch_s, batch_w = full_ds.batch(next(full_batches)), weak_ds.batch(next(weak_batches))
+                n_s = len(batch_s["image"])
+                parts = [batch_s["image"]] * (2 if config.duplicate_full_batch else 1) + [batch_w["image"]]
+                teacher, student = model(torch.cat(parts).to(device))
+                weak_targets = torch.cat([batch_s["weak"], batch_w["weak"]]).to(device)
+                losses = mixed_objective(teacher, student, n_s, batch_s["label"].to(device), weak_targets, config,
+                                         config.lambda_ent)
+                shares = gradient_shares({k: v for k, v in losses.items() if k != "sup"}, student)
+                for name, value in shares.items():
+                    totals[name] = totals.get(name, 0.0) + value / batches
+    finally:
+        model.train(was_training)
+    return totals

@@ -1,0 +1,82 @@
+"""The report's CAM sections for the brain phantom (issue 24): absent while its files are not
+committed, complete (verdicts beside the procedural brains', the flat-CAM rule, the budget curves)
+once they are, with the provenance template of results/sweeps.yaml uncommented."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mixseg_lite import reproduction
+from mixseg_lite.errors import InputError
+from mixseg_lite.stats import read_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A copy of the project whose phantom files are stand-ins built from the procedural brain's:
+    the same rows plus flat-CAM fractions (one network flat on 90 % of its positive slices)."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(ROOT / "results", root / "results")
+    (root / "docs").mkdir()
+    for relative in (reproduction.README, reproduction.REPORT):
+        shutil.copyfile(ROOT / relative, root / relative)
+    assert reproduction.phantom_section(root) == [] and "phantom" not in reproduction.cam_summary(root)
+    rows = read_results(root / "results" / "cam_ablation_brain.csv")
+    for row in rows:
+        cam = row["method"] not in ("empty", "supervised")
+        row["flat_cam_fraction"] = "0.0" if cam else ""
+        row["train_predicted_positive"] = "40" if cam else ""
+    flat = next(r for r in rows if r["method"] == "cam_er" and r["chosen"] == "False")
+    flat["flat_cam_fraction"] = "0.9"
+    _write(root / "results" / "cam_ablation_phantom.csv", rows)
+    shutil.copyfile(root / "results" / "cam_ablation_brain_curves.csv", root / "results" / "cam_ablation_phantom_curves.csv")
+    curve = [{"pairing": "T2+FLAIR", "method": "cam", "run": "T2+FLAIR_cam_epochs=6_seed0", "seed": 0, "er_weight": "",
+              "cmer_weight": "", "kl_weight": "", "supervised_class_balance": "", "epoch": e, "val_loss": 1.0 / e,
+              "val_accuracy": min(0.9, 0.5 + 0.1 * e), "val_dice_3d": min(0.4, 0.1 * e)} for e in range(1, 7)]
+    _write(root / "results" / "cam_convergence_phantom.csv", curve)
+    return root
+
+
+def test_the_phantom_files_need_their_provenance_and_the_template_provides_it(root):
+    with pytest.raises(InputError, match="no entry for results/cam_a|no entry for results/cam_c"):
+        reproduction.sweeps(root)
+    path = root / "results" / "sweeps.yaml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  # --- The CAM study on the brain phantom"))
+    template = [re.sub(r"^  # ", "  ", line) for line in lines[start:] if not line.startswith("  # ---")]
+    path.write_text("\n".join([*lines[:start], *template]) + "\n", encoding="utf-8")
+    assert {"cam_convergence_phantom", "cam_ablation_phantom", "cam_ablation_phantom_curves"} <= set(
+        reproduction.sweeps(root)["files"])
+
+
+def test_the_report_shows_the_phantom_verdicts_beside_the_procedural_ones(root):
+    if "cam_ablation_phantom" not in reproduction.sweeps(root)["files"]:
+        test_the_phantom_files_need_their_provenance_and_the_template_provides_it(root)
+    summary = reproduction.cam_summary(root)
+    assert "| T1 (T1+T2) | T2 (T1+T2) | T2 (T2+FLAIR) | FLAIR (T2+FLAIR) | T1 (T1+T2, phantom) |" in summary
+    text = reproduction.report_markdown(root)
+    for title in ("how long to train", "choosing the weights on validation data", "had training flattened?",
+                  "the ablation at the chosen weights"):
+        assert f"Brain phantom: {title}" in text
+    assert text.index("### 2.3 ") < text.index("### 2.4 Brain phantom") < text.index("## 3. Where")
+    assert "networks with flat CAMs on > 0.5 of their positive slices" in text and "(0.90)" in text
+    assert "| T2+FLAIR | cam | - | 6 | 4 | 0.400 | 0.400 | 6 | 6 |" in text  # the budget curve's row
+    for comparison in reproduction.phantom_cam_comparisons(root):
+        for difference in comparison.settle(root):
+            assert f"| {difference.claim} | {difference.metric} |" in text
+    reproduction.write_documents(root)
+    assert reproduction.stale_documents(root) == []
