@@ -21,7 +21,7 @@
 # 4. Fall into the evaluation trap on purpose: Dice averaged over slices rewards empty masks.
 # 5. Read the paper's ablation claims from a committed 5-seed sweep, not from one run.
 #
-# **Reading time:** about 25 minutes. **Run time:** about 50 s on a 2-core CPU without AVX-512
+# **Reading time:** about 25 minutes. **Run time:** about 45 s on a 2-core CPU without AVX-512
 # (default parameters).
 #
 # **Data:** a *simulated* multi-contrast brain MRI dataset with tumours
@@ -142,8 +142,9 @@ started = time.perf_counter()
 # Let $\hat M_i(x)$ be the tumour map after a ReLU and a min-max normalisation to $[0, 1]$ per
 # slice: the map that is thresholded into a mask. A segmentation should follow the image,
 # $\pi(\hat M_i(x)) = \hat M_i(\pi x)$, but nothing in (2) asks for it: a shift or a zoom moves the
-# tumour without changing the tag. The regularisers ask for it within one contrast (**ER**) and
-# across contrasts (**CMER**), over a batch of $B$ slices:
+# tumour without changing the tag. The regularisers ask for it within one contrast
+# ([ER](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/glossary.md#er)) and across contrasts
+# ([CMER](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/glossary.md#cmer)), over a batch of $B$ slices:
 #
 # $$\mathcal{L}_{\mathrm{ER},i} = \frac{1}{BHW}\sum_{b\in P}\sum_{p\in V}\big(\pi(\hat M_i(x_b))_p - \hat M_i(\pi x_b)_p\big)^2 \tag{3}$$
 #
@@ -155,8 +156,7 @@ started = time.perf_counter()
 # positive on $\pi x$ and on $x$; $M$: the number of contrasts (2 here).
 
 # %% [markdown]
-# The third regulariser is a
-# [KL distillation](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/glossary.md#kl-distillation)
+# The third regulariser is a [class KL](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/glossary.md#class-kl)
 # between the contrasts' class predictions at temperature $\tau$ ($\sigma$: softmax; averaged over
 # the batch; $\tau^2$ keeps the gradient comparable across $\tau$):
 #
