@@ -67,6 +67,23 @@ def show_overlay(ax, image: np.ndarray, mask: np.ndarray | None = None, num_clas
     ax.set_axis_off()
 
 
+def show_outlines(ax, image: np.ndarray, mask: np.ndarray, num_classes: int, title: str | None = None,
+                  linewidth: float = 0.9) -> None:
+    """Draw a grey image ``(H, W)`` with the outline of each class of an integer mask ``(H, W)`` in
+    its overlay colour (:func:`class_legend` names them), so the image under the label stays
+    visible. An outline runs along the pixel edges where the class starts (a contour of the
+    class's indicator at 0.5)."""
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    colours = label_cmap(num_classes).colors
+    for k in range(1, num_classes):
+        present = mask == k
+        if present.any():
+            ax.contour(present.astype(float), levels=[0.5], colors=[colours[k]], linewidths=linewidth)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
 def show_predictions(volume, predictions: dict[str, np.ndarray], slices: list[int], title: str | None = None):
     """Grid: one row per slice; columns = image, ground truth, then each named prediction ``(Z, H, W)``."""
     names = ["image", "ground truth"] + list(predictions)

@@ -24,9 +24,10 @@
 # **Reading time:** about 15 minutes. **Run time:** about 10 s on a 2-core CPU without AVX-512
 # at the default parameters.
 #
-# **Data:** generated on the fly (simulated cardiac and brain MRI: drawn, not scanned), the
-# Colin27 brain with its AAL atlas from the Debian package `mricron-data` (real), and optionally
-# a public dataset you downloaded yourself (`data_dir`).
+# **Data:** generated on the fly (simulated cardiac and brain MRI: drawn, not scanned), a brain
+# phantom (simulated tumours and MR contrasts on the real anatomy of the ICBM152 template, from
+# the `nilearn` package), the Colin27 brain with its AAL atlas from the Debian package
+# `mricron-data` (real), and optionally a public dataset you downloaded yourself (`data_dir`).
 #
 # Terms in *italics* on first use are defined in the
 # [glossary](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/glossary.md).
@@ -59,7 +60,8 @@ cardiac_volumes = 6
 cardiac_slices = 8
 brain_volumes = 4
 brain_slices = 16
-brain_modalities = ["T1", "T2", "FLAIR"]
+brain_modalities = ["T1", "T2", "FLAIR"]  # procedural brains
+phantom_modalities = ["T1", "T1ce", "T2", "FLAIR"]  # the phantom (any of these)
 weak_seed = 0
 # Widgets: None detects a live Jupyter front end; True draws static figures (batch runs set it:
 # `papermill -p static_figures True`, `mixseg-lite run` and `sweep`); False forces widgets.
@@ -259,14 +261,18 @@ class_legend(fig, volume.class_names, loc="lower center", ncol=volume.num_classe
 fig.subplots_adjust(bottom=0.1)
 
 # %% [markdown]
-# ## 3. Simulated multi-contrast brain MRI with tumours (a stand-in for BraTS)
+# ## 3. Multi-contrast brain MRI with tumours (stand-ins for BraTS)
 #
 # No package ships two or more real, co-registered MRI contrasts with labels, so the
-# cross-modal method of notebook 03 is taught on *simulated* brains: one anatomy per volume
-# shown in several contrasts (T1, T2, FLAIR), a tumour with necrotic core, enhancing rim and
-# oedema in most volumes, bias field and Rician noise per contrast. The label is the whole
-# tumour. Most slices hold no tumour, so a slice's tag (tumour present or not) carries
-# information.
+# cross-modal method of notebook 03 is taught on *simulated* brains: one anatomy per volume shown
+# in several contrasts, a tumour in most volumes, and most slices without tumour, so a slice's
+# tag (tumour present or not) carries information. The label of notebook 03 is the whole tumour.
+# There are two simulations.
+#
+# **3a. Procedural brains** (`simulated_brain`): ellipses for skull, cortex, white matter and
+# ventricles, a round tumour with necrotic core, enhancing rim and oedema; each contrast is a
+# table of intensities per tissue, then bias field and Rician noise. Cartoons, but fast and
+# fully controlled.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -283,19 +289,103 @@ else:
     brains = []
     print("mixseg_lite.data.brain_sim is not available in this version: section skipped")
 
+# %% [markdown]
+# **3b. The brain phantom** (`brain_phantom`, the default of notebook 03): *real anatomy* with
+# simulated tumours and simulated MR physics, as the BrainWeb simulator does it. The anatomy is
+# the ICBM152 2009 template (grey-matter, white-matter and CSF maps of an average of 152 adult
+# brains, shipped inside the `nilearn` package; MNI licence notice in `mixseg_lite/data/NOTICE`).
+# **Every subject is that same average brain**, warped by a random affine and a smooth elastic
+# deformation: subjects differ in pose, size and shape, not in anatomy. A tumour sits in white
+# matter: a necrotic core, an enhancing rim a few mm thick, and oedema that spreads along white
+# matter and spares cortex and CSF, pushing the tissue around it outwards (mass effect).
+#
+# Each contrast is computed from each tissue's relaxation times $T_1$, $T_2$ and proton density
+# $\rho$ with the spin-echo signal equation (repetition time TR, echo time TE)
+#
+# $$S_{\mathrm{SE}} = \rho\,\big(1 - e^{-\mathrm{TR}/T_1}\big)\,e^{-\mathrm{TE}/T_2}, \tag{2}$$
+#
+# and FLAIR with an inversion pulse at time TI before it,
+#
+# $$S_{\mathrm{FLAIR}} = \rho\,\big|1 - 2e^{-\mathrm{TI}/T_1} + e^{-\mathrm{TR}/T_1}\big|\,e^{-\mathrm{TE}/T_2}, \tag{3}$$
+#
+# with TI chosen so that CSF gives no signal ($\mathrm{TI} = T_1^{\mathrm{CSF}}\ln 2$ when TR is
+# long). A short TR makes T1 weighting (tissue with short $T_1$ bright: white matter), a long TR
+# and TE make T2 weighting (long $T_2$ bright: CSF and oedema), and T1ce is T1 after a contrast
+# agent that shortens $T_1$ where the blood-brain barrier leaks: the enhancing rim. A voxel that
+# holds several tissues gets the mix of their signals (partial volume). The table below is what
+# (2) and (3) give for each tissue, relative to white matter; the relaxation times and their
+# sources are in `mixseg_lite/data/phantom.py` (`RELAXATION`).
+
 # %%
-if brains:
-    brain = max(brains, key=lambda v: int(v.label.sum()))
-    z_brain = int(np.argmax(brain.label.sum(axis=(1, 2))))
-    fig, axes = plt.subplots(1, len(brain.modalities) + 1, figsize=(2.4 * (len(brain.modalities) + 1), 2.6))
-    for ax, (m, name) in zip(axes, enumerate(brain.modalities)):
-        show_overlay(ax, brain.image[m, z_brain], None, brain.num_classes, f"{name} (simulated)")
-    show_overlay(axes[-1], brain.image[-1, z_brain], brain.label[z_brain], brain.num_classes,
-                 f"{brain.modalities[-1]} + whole tumour")
-    fig.suptitle(f"Simulated brain {brain.case_id}, slice z={z_brain}: one anatomy in several contrasts", fontsize=10)
+# NBVAL_CHECK_OUTPUT
+from mixseg_lite.data.brain_sim import TISSUE_NAMES
+
+if importlib.util.find_spec("nilearn") is not None:
+    from mixseg_lite.data.phantom import make_phantom_volumes, tissue_signals
+
+    PHANTOM_TISSUES = ["white matter", "grey matter", "CSF", "oedema", "enhancing rim", "necrosis"]
+
+    phantoms = make_phantom_volumes(brain_volumes, brain_slices, image_size, modalities=tuple(phantom_modalities),
+                                    labels="regions", seed=seed)
+    phantom_row = summarize_volumes("brain_phantom", phantoms)
+    print(f"volumes with a tumour: {sum(v.meta['has_tumour'] for v in phantoms)} of {len(phantoms)}")
+    signal_rows = []
+    for name in phantoms[0].modalities:
+        signals = tissue_signals(name)  # equation (2), or (3) for FLAIR, before bias, noise and normalisation
+        white = signals[TISSUE_NAMES.index("white matter")]
+        signal_rows.append({"contrast": name, **{t: signals[TISSUE_NAMES.index(t)] / white for t in PHANTOM_TISSUES}})
+    print("signal of each tissue relative to white matter (1.00), from the signal equations:")
+    print(format_table(signal_rows, ["contrast", *PHANTOM_TISSUES], digits=2))
+else:
+    phantoms = []
+    print("nilearn (which ships the ICBM152 template) is not installed: phantom skipped")
+
+# %%
+# Both simulations side by side: top row the procedural brain (whole tumour tinted), bottom row
+# the phantom in its contrasts with the outline of each tumour compartment (BraTS's regions).
+from mixseg_lite.plotting import show_outlines
+
+rows = [(v, kind) for v, kind in ((brains, "procedural"), (phantoms, "phantom")) if v]
+if rows:
+    columns = max(len(v[0].modalities) + (kind == "procedural") for v, kind in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(2.4 * columns, 2.6 * len(rows) + 0.6), squeeze=False)
+    for row_axes, (volumes, kind) in zip(axes, rows):
+        shown_volume = max(volumes, key=lambda v: int((v.label > 0).sum()))
+        z = int(np.argmax((shown_volume.label > 0).sum(axis=(1, 2))))
+        for ax, (m, name) in zip(row_axes, enumerate(shown_volume.modalities)):
+            if kind == "phantom":
+                show_outlines(ax, shown_volume.image[m, z], shown_volume.label[z], shown_volume.num_classes,
+                              f"phantom {shown_volume.case_id}: {name}")
+            else:
+                show_overlay(ax, shown_volume.image[m, z], None, shown_volume.num_classes,
+                             f"procedural {shown_volume.case_id}: {name}")
+        if kind == "procedural":
+            last = row_axes[len(shown_volume.modalities)]
+            show_overlay(last, shown_volume.image[-1, z], shown_volume.label[z], shown_volume.num_classes,
+                         f"{shown_volume.modalities[-1]} + whole tumour (orange)")
+        else:
+            class_legend(fig, [f"{name} (outline)" for name in shown_volume.class_names], loc="lower center",
+                         ncol=shown_volume.num_classes - 1)
+        for ax in row_axes[len(shown_volume.modalities) + (kind == "procedural"):]:
+            ax.set_axis_off()
+    fig.suptitle(f"Slice with the most tumour of the volume with the largest tumour: procedural ellipses (top), "
+                 f"real ICBM152 anatomy with MR physics (bottom)", fontsize=9)
     fig.tight_layout()
-    class_legend(fig, brain.class_names, loc="lower center")
-    fig.subplots_adjust(bottom=0.12)
+    fig.subplots_adjust(bottom=0.08)
+
+# %% [markdown]
+# Look at the phantom row with the table above: white matter is brighter than grey matter in T1
+# and darker in T2; CSF (the ventricles) is bright in T2 and black in FLAIR; the oedema is bright
+# in T2 and FLAIR and spreads along white matter around the tumour; only T1ce shows the
+# enhancing rim. This is the cross-modal idea notebook 03 rests on: one anatomy and one tumour,
+# seen differently by each contrast.
+#
+# **What is still unrealistic.** One averaged anatomy for every subject (no individual folding,
+# atrophy or asymmetry, and averaging blurs the cortex); no vessels, dura, choroid plexus or
+# tissue texture; idealised spin-echo physics with fixed relaxation times (no flow, no
+# susceptibility, no coil profiles beyond a smooth bias); exact labels, where real BraTS labels
+# carry the disagreement of human raters. A method that works here has passed a sanity check on
+# real geometry, not a clinical test.
 
 # %% [markdown]
 # ## 4. A real brain with real labels: Colin27 and the AAL atlas
@@ -337,7 +427,10 @@ if blocks:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-browse_volume(brain if brains else cardiac[0], weak="boxes", num_slices=4, static=static_figures)
+# The phantom volume with the largest tumour (the procedural one without nilearn), with box weak labels.
+tumour_volumes = phantoms or brains
+browse_volume(max(tumour_volumes, key=lambda v: int((v.label > 0).sum())) if tumour_volumes else cardiac[0],
+              weak="boxes", num_slices=4, static=static_figures)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -380,8 +473,10 @@ print(format_table(summaries, ["method", "volumes", "slices", "foreground_fracti
 # %% [markdown]
 # ## Summary
 #
-# **What you saw.** Simulated hearts (foreground about 7% of the pixels), simulated
-# multi-contrast brains with the tumour on a minority of slices, one real brain cut into blocks.
+# **What you saw.** Simulated hearts (foreground about 7% of the pixels), two simulated
+# multi-contrast brains with the tumour on a minority of slices (procedural ellipses, and a
+# phantom whose anatomy is real and whose contrasts follow the MR signal equations), one real
+# brain cut into blocks.
 # Five weak labels, each true where it labels, differing in what they say about the background:
 # seeds nothing, boxes almost all of it. At 64x64 the seeds are lines and thin rings, because
 # every structure is too thin for 10 erosions.
@@ -397,3 +492,7 @@ print(format_table(summaries, ["method", "volumes", "slices", "foreground_fracti
 #    deterministic).
 # 3. Set `cardiac_slices = 12`: more slices towards the apex, so the positive-slice fraction and
 #    the tags of the last slices change.
+# 4. Predict from (2) what a longer echo time does to the T2 contrast between CSF and white
+#    matter, then check it with `spin_echo_signal(pd, t1, t2, tr, te)` from
+#    `mixseg_lite.data.phantom` and the CSF and white-matter values of its `RELAXATION`
+#    (T1, T2 in ms, PD) at TR = 4000 ms and TE = 80 or 160 ms.

@@ -24,6 +24,7 @@ BAD_VALUES = {  # one bad value per parameter name, and what the message must sa
     "cardiac_volumes": (0, "parameter cardiac_volumes must be"), "cardiac_slices": ("8", "parameter cardiac_slices must be"),
     "brain_volumes": (-1, "parameter brain_volumes must be"), "brain_slices": (None, "parameter brain_slices must be"),
     "brain_modalities": ("T1", "parameter brain_modalities must be a non-empty list of names"),
+    "phantom_modalities": ("T1", "parameter phantom_modalities must be a non-empty list of names"),
     "modalities": ([], "parameter modalities must be a non-empty list of names or None"),
     "split_sizes": ({"full": -1}, "parameter split_sizes must map group names to counts >= 0"),
     "split": ([1, 2], "parameter split must map group names to counts"),

@@ -88,3 +88,22 @@ def test_structure_boxes_match_the_box_weak_label_and_carry_their_class_colour()
     grid = show_predictions(volume, {"kl student": volume.label}, slices=[0, 2])
     assert [t.get_text() for t in grid.axes[0].texts + grid.axes[3].texts] == ["slice z=0", "slice z=2"]
     plt.close("all")
+
+
+def test_outlines_are_drawn_in_each_present_class_colour_only():
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import to_rgba
+
+    from mixseg_lite.plotting import label_cmap, show_outlines
+
+    mask = np.zeros((16, 16), dtype=np.int64)
+    mask[3:8, 3:8] = 1
+    mask[9:13, 9:14] = 3  # class 2 absent: no outline for it
+    fig, ax = plt.subplots()
+    show_outlines(ax, np.zeros((16, 16)), mask, num_classes=4, title="t")
+    colours = label_cmap(4).colors
+    drawn = [tuple(c.get_edgecolor()[0]) for c in ax.collections]
+    assert drawn == [to_rgba(colours[1]), to_rgba(colours[3])]
+    assert ax.get_title() == "t"
+    plt.close(fig)
