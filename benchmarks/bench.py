@@ -16,6 +16,12 @@ Parts (``--only`` picks some, comma-separated; ``make bench`` runs all but ``gpu
   ``torch.utils.flop_counter``), GFLOP/s and its ratio to the authors' network, float32 and
   bfloat16 autocast, with each memory format. Our network decodes at full resolution, about four
   times the arithmetic, so GFLOP/s is the fair comparison.
+* ``compile``: the sweeps' workload (dual-branch UNet, width 8, depth 3, 16x1x64x64, the kl_ent
+  loss, 1 thread) in eager mode and under ``torch.compile``, side by side in one run: the first
+  step (compilation included) with an empty and with a filled inductor cache, ms/step after it,
+  GFLOP/step (counted in eager mode), GFLOP/s and its share of one core's FP32 peak (an estimate:
+  clock x FLOP/cycle of the vector unit), and the steps after which compiling pays back. The
+  numbers behind :func:`mixseg_lite.hardware.choose_compile`.
 * ``throughput``: slices per second and peak memory of ``train_mixed`` end to end on the CPU.
 * ``notebooks``: wall time and the kernel's peak memory of every ``notebooks/NN_*.py``, each
   executed with papermill (via jupytext) into a temporary folder.
@@ -38,6 +44,7 @@ Examples::
     python benchmarks/bench.py                      # step, paper, versus, throughput, notebooks, data
     python benchmarks/bench.py --only data          # brain-phantom generation time
     python benchmarks/bench.py --only step,paper
+    python benchmarks/bench.py --only compile        # eager vs torch.compile on the sweep workload
     python benchmarks/bench.py --gpu                 # the four parts and the GPU part
     python benchmarks/bench.py --only gpu
     python benchmarks/bench.py --tiny --only notebooks --notebooks "00_*"
@@ -62,8 +69,8 @@ from mixseg_lite.results import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
-PARTS = ("step", "paper", "versus", "throughput", "notebooks", "data", "gpu")
-DEFAULT_PARTS = ("step", "paper", "versus", "throughput", "notebooks", "data")
+PARTS = ("step", "paper", "versus", "compile", "throughput", "notebooks", "data", "gpu")
+DEFAULT_PARTS = ("step", "paper", "versus", "compile", "throughput", "notebooks", "data")
 RESULT_MARKER = "BENCH_RESULT "
 DICE_TOLERANCE = 0.02  # |Dice(bf16) - Dice(fp32)| up to this counts as unchanged
 
@@ -356,7 +363,77 @@ def case_versus(spec: dict) -> dict:
             "gflop_per_s": round(gflop / median, 1), "peak_rss_mb": round(_peak_rss_mb())}
 
 
-CASES = {"step": case_step, "versus": case_versus, "dice": case_dice, "throughput": case_throughput, "notebook": case_notebook,
+def case_compile(spec: dict) -> dict:
+    """The sweeps' training step (the kl_ent loss on a 16-slice batch, half D_s, half D_w) in eager
+    mode or compiled: the first step's seconds (compilation included), then ms/step; GFLOP/step
+    counted by ``torch.utils.flop_counter`` in eager mode (compiled code does the same arithmetic)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mixseg_lite import UNLABELLED
+    from mixseg_lite.losses import entropy_loss, kl_distillation, partial_cross_entropy, supervised_loss
+    from mixseg_lite.models import DualBranchUNet
+
+    torch.manual_seed(0)
+    batch, size, classes = spec["batch"], spec["size"], 4
+    model = DualBranchUNet(1, classes, spec["base_width"], spec["depth"])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    images = torch.rand(batch, 1, size, size)
+    labels = torch.randint(0, classes, (batch, size, size))
+    weak = torch.where(torch.rand(batch, size, size) < 0.97, UNLABELLED, labels)
+    n_full = batch // 2
+    forward = torch.compile(model) if spec["compiled"] else model
+
+    def step(net) -> float:
+        teacher, student = net(images)
+        loss = (supervised_loss(teacher[:n_full], labels[:n_full]) + partial_cross_entropy(student, weak)
+                + kl_distillation(student, teacher, 1.0) + 0.1 * entropy_loss(student[n_full:]))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return float(loss.detach())
+
+    with FlopCounterMode(display=False) as counter:
+        step(model)  # eager, uncompiled: the arithmetic of one step
+    gflop = counter.get_total_flops() / 1e9
+    started = time.perf_counter()
+    step(forward)  # compiles here when compiled
+    first = time.perf_counter() - started
+    for _ in range(spec.get("warmup", 2)):
+        step(forward)
+    seconds = []
+    for _ in range(spec["steps"]):
+        started = time.perf_counter()
+        step(forward)
+        seconds.append(time.perf_counter() - started)
+    median = statistics.median(seconds)
+    peak, _ = fp32_peak_gflops()
+    threads = torch.get_num_threads()
+    return {"first_step_s": round(first, 2), "step_ms": round(1000 * median, 1),
+            "step_ms_min": round(1000 * min(seconds), 1), "gflop_per_step": round(gflop, 2),
+            "gflop_per_s": round(gflop / median, 1),
+            "peak_share": round(gflop / median / (peak * threads), 3) if peak else None,
+            "peak_rss_mb": round(_peak_rss_mb())}
+
+
+def fp32_peak_gflops() -> tuple[float | None, str]:
+    """One core's FP32 peak, an estimate: clock (``cpu MHz`` of /proc/cpuinfo) x FLOP per cycle
+    (two FMA pipes: 2 x 2 x lanes; 8 lanes with AVX2 or on AMD's AVX-512, which splits 512-bit
+    operations into two 256-bit halves on Zen 4; 16 on Intel's AVX-512). None off Linux."""
+    from mixseg_lite.hardware import _cpu_flags_and_model, cpu_features
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            mhz = next(float(line.split(":")[1]) for line in handle if line.startswith("cpu MHz"))
+    except (OSError, StopIteration, ValueError):
+        return None, "clock unknown"
+    features = cpu_features()
+    _, model = _cpu_flags_and_model()
+    lanes = 16 if features["avx512"] and "AMD" not in model.upper() else 8 if features["avx2"] or features["avx512"] else 4
+    return mhz / 1000 * 2 * 2 * lanes, f"{mhz:.0f} MHz x {2 * 2 * lanes} FLOP/cycle"
+
+
+CASES = {"step": case_step, "versus": case_versus, "compile": case_compile, "dice": case_dice, "throughput": case_throughput, "notebook": case_notebook,
          "phantom": case_phantom, "gpu": case_gpu}
 
 
@@ -376,7 +453,7 @@ def run_case_here(spec: dict) -> None:
 def run_case(spec: dict, timeout: float) -> dict:
     """Run one case in a fresh interpreter and return its result (or the error it died with)."""
     command = [sys.executable, str(Path(__file__).resolve()), "--case", json.dumps(spec)]
-    env = dict(os.environ, MIXSEG_STATIC_WIDGETS="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, MIXSEG_STATIC_WIDGETS="1", PYTHONUNBUFFERED="1", **spec.get("env", {}))
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     except subprocess.TimeoutExpired:
@@ -435,6 +512,18 @@ def versus_specs(args) -> list[dict]:
     return [{"kind": "versus", "label": label, "network": network, "norm": norm, "channels_last": channels_last,
              "amp": amp, "base_width": width, "depth": 5, "batch": 2, "size": size, "steps": steps,
              "threads": args.threads} for label, network, norm, channels_last, amp in VERSUS_ROWS if amp in wanted]
+
+
+def compile_specs(args, cache: Path) -> list[dict]:
+    """Eager, compiled with an empty inductor cache, compiled again with it filled (a new process:
+    what a second sweep run pays), eager again: side by side, so a change in load shows."""
+    size, steps = (32, 3) if args.tiny else (64, max(10, args.steps))
+    common = {"kind": "compile", "base_width": 8, "depth": 3, "batch": 16, "size": size, "steps": steps,
+              "threads": 1, "env": {"TORCHINDUCTOR_CACHE_DIR": str(cache)}}
+    return [{**common, "label": "eager", "compiled": False},
+            {**common, "label": "compiled, empty cache", "compiled": True},
+            {**common, "label": "compiled, cache filled", "compiled": True},
+            {**common, "label": "eager, again", "compiled": False}]
 
 
 def throughput_specs(args) -> list[dict]:
@@ -502,6 +591,8 @@ COLUMNS = {
     "paper": ["label", "size", "step_ms", "slices_per_s", "dice_teacher", "dice_student", "peak_rss_mb", "load_before"],
     "versus": ["label", "channels_last", "step_ms", "gflop_per_step", "gflop_per_s", "ratio_to_authors", "peak_rss_mb",
                "load_before"],
+    "compile": ["label", "first_step_s", "step_ms", "gflop_per_step", "gflop_per_s", "peak_share", "peak_rss_mb",
+                "load_before"],
     "throughput": ["label", "slices", "train_s", "prepare_s", "slices_per_s", "slices_per_s_end_to_end",
                    "peak_rss_mb", "load_before"],
     "notebooks": ["label", "wall_s", "kernel_peak_rss_mb", "error", "load_before"],
@@ -527,6 +618,19 @@ def summarize(part: str, rows: list[dict]) -> dict:
                 summary[f"ours_default_gflops_ratio_{name}"] = ours["ratio_to_authors"]
         if "channels_last" in by.get(VERSUS_ROWS[0][0], {}):
             summary["default_channels_last_here"] = by[VERSUS_ROWS[0][0]]["channels_last"]
+    if part == "compile":
+        eager = [r["step_ms"] for r in rows if r["label"].startswith("eager") and r.get("step_ms")]
+        for name, key in (("compiled, empty cache", "cold"), ("compiled, cache filled", "warm")):
+            row = by.get(name, {})
+            if eager and row.get("step_ms"):
+                eager_ms = statistics.mean(eager)
+                summary[f"speedup_{key}"] = round(eager_ms / row["step_ms"], 2)
+                saved_s = (eager_ms - row["step_ms"]) / 1000
+                extra_s = row["first_step_s"] - statistics.mean(
+                    r["first_step_s"] for r in rows if r["label"].startswith("eager"))
+                summary[f"break_even_steps_{key}"] = (math.ceil(extra_s / saved_s) if saved_s > 0 else None)
+        peak, how = fp32_peak_gflops()
+        summary["fp32_peak_gflops_one_core"] = f"{peak:.0f} ({how}; an estimate)" if peak else how
     if part == "paper":
         fp32, bf16 = by.get("paper UNet fp32", {}), by.get("paper UNet bf16 autocast", {})
         if fp32.get("step_ms") and bf16.get("step_ms"):
@@ -584,12 +688,14 @@ def run_part(part: str, args) -> dict | None:
             specs = gpu_specs(args, make_gpu_data(args, Path(folder) / "volumes"))
             rows = _run_specs(specs, args)
     else:
-        specs = {"step": step_specs, "paper": paper_specs, "versus": versus_specs, "throughput": throughput_specs,
-                 "notebooks": notebook_specs, "data": data_specs}[part](args)
-        if not specs:
-            print("nothing to run")
-            return {"rows": []}
-        rows = _run_specs(specs, args)
+        with tempfile.TemporaryDirectory(prefix="mixseg-inductor-cache-") as cache:
+            specs = {"step": step_specs, "paper": paper_specs, "versus": versus_specs, "throughput": throughput_specs,
+                     "notebooks": notebook_specs, "data": data_specs,
+                     "compile": lambda a: compile_specs(a, Path(cache))}[part](args)
+            if not specs:
+                print("nothing to run")
+                return {"rows": []}
+            rows = _run_specs(specs, args)
     summary = summarize(part, rows)  # may add derived columns (ratio_to_authors) to the rows
     print(format_rows(rows, COLUMNS[part]))
     for key, value in summary.items():
@@ -602,7 +708,7 @@ def _run_specs(specs: list[dict], args) -> list[dict]:
     for spec in specs:
         started = time.perf_counter()
         result = run_case(spec, args.timeout)
-        row = {k: v for k, v in spec.items() if k not in ("kind", "threads", "path", "data")}
+        row = {k: v for k, v in spec.items() if k not in ("kind", "threads", "path", "data", "env")}
         row.update(result)
         rows.append(row)
         status = f"error: {result['error']}" if result.get("error") else "ok"

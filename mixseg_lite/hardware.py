@@ -101,6 +101,58 @@ def choose_channels_last(device) -> tuple[bool, str]:
                    "contiguous, measured faster than channels_last without AVX-512")
 
 
+# Steps after which torch.compile pays back its compilation (see choose_compile). Measured by
+# ``make bench``, part ``compile``, on the sweeps' workload (width 8, depth 3, 16x1x64x64, kl_ent
+# loss, 1 thread; 2-core AMD EPYC with AVX-512, idle, 2026-12-06): eager 136 ms/step (28 GFLOP/s,
+# a third of the core's FP32 peak), compiled 92 ms (1.5x); the first compiled step took 25 s with
+# an empty inductor cache (break-even 522 steps) and 2.6 s with it filled (67 steps); a second
+# network compiled in the same process about 0.4 s. "cold": nothing compiled yet in this process
+# (522 rounded up, as CPUs with slower compilers or smaller gains need more); "in_process": this
+# process has compiled a network of the same kind already.
+COMPILE_BREAK_EVEN_STEPS = {"cold": 600, "in_process": 50}
+_compiled_in_process: set[str] = set()
+
+
+def choose_compile(device, planned_steps: int, key: str = "model") -> tuple[bool, str]:
+    """Whether ``train_mixed`` compiles its network (``compile=None``): ``(compile, why)``.
+
+    Compiling costs a long first step (inductor generates and builds C++ or Triton kernels) and
+    then saves a share of every step; it pays only when the training is long enough
+    (:data:`COMPILE_BREAK_EVEN_STEPS`, measured by ``make bench``, part ``compile``). Once a
+    process has compiled a network of the same kind (``key``), recompiling one is almost free,
+    so later rows of a sweep compile from a much smaller number of steps. Never on Apple's MPS
+    (not measured), where dynamo is unsupported, or on a CPU without the C++ compiler inductor
+    needs.
+    """
+    import shutil
+
+    import torch
+
+    kind = getattr(device, "type", str(device))
+    if kind not in ("cpu", "cuda"):
+        return False, f"{kind}: eager (torch.compile not measured on this device)"
+    try:
+        supported = torch._dynamo.is_dynamo_supported()
+    except Exception:  # noqa: BLE001 - any failure here means: do not compile
+        supported = False
+    if not supported:
+        return False, "eager: torch.compile is not supported by this Python or platform"
+    if kind == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
+        return False, "eager: no C++ compiler found (torch.compile builds its CPU kernels with one)"
+    warm = key in _compiled_in_process
+    needed = COMPILE_BREAK_EVEN_STEPS["in_process" if warm else "cold"]
+    if planned_steps < needed:
+        return False, (f"eager: {planned_steps} steps, fewer than the {needed} after which compiling pays back"
+                       f"{' (already compiled in this process)' if warm else ''}")
+    return True, (f"compiled: {planned_steps} steps >= {needed}, after which compiling pays back"
+                  f"{' (already compiled in this process)' if warm else ''}")
+
+
+def compiled_once(key: str = "model") -> None:
+    """Record that this process has compiled a network of kind ``key`` (see :func:`choose_compile`)."""
+    _compiled_in_process.add(key)
+
+
 def bf16_autocast_is_fast(device) -> tuple[bool, str]:
     """Whether bfloat16 autocast speeds training up on ``device``: ``(fast, why)``.
 

@@ -95,7 +95,7 @@ SPECS: dict[str, tuple[str, Any, Any, bool]] = {
     "scale_range": ("numbers", 0.01, 100, False), "thresholds": ("numbers", 0, 1, False),
     # hardware and checkpoints
     "device": ("text", None, None, False), "amp": ("choice", lambda: (False, True, "auto"), None, False),
-    "channels_last": ("bool", None, None, True), "compile": ("bool", None, None, False),
+    "channels_last": ("bool", None, None, True), "compile": ("bool", None, None, True),
     "checkpoint_dir": ("text", None, None, True), "resume": ("bool", None, None, False),
 }
 

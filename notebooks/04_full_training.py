@@ -87,7 +87,7 @@ lambda_ent = None
 device = "auto"  # "auto": CUDA, then Apple MPS, then CPU
 amp = False  # mixed precision: float16 + GradScaler on CUDA, bfloat16 on CPU; "auto": where the hardware has fast kernels
 channels_last = None  # memory format; None: chosen by the hardware (printed below with the reason)
-compile = False
+compile = None  # torch.compile; None: only when the training is long enough to pay back its compilation
 # Checkpoints
 checkpoint_dir = None  # None: <output_dir>/checkpoints
 resume = False  # True: continue from checkpoint_dir/last.pt (the configs do); False: start afresh
@@ -204,7 +204,8 @@ print(settings_summary(result.config, splits))
 if result.speed:
     print(f"hardware: {result.config.device}; memory format "
           f"{'channels_last' if result.speed['channels_last'] else 'contiguous'} ({result.speed['channels_last_reason']}); "
-          f"autocast {result.speed['amp']} ({result.speed['amp_reason']})")
+          f"autocast {result.speed['amp']} ({result.speed['amp_reason']}); "
+          f"torch.compile {result.speed['compile']} ({result.speed['compile_reason']})")
 print(f"all {len(json.loads(Path(result.files['metrics']).read_text())['params']['config'])} settings: "
       f"{result.files['metrics']}, under params -> config")
 
@@ -361,7 +362,8 @@ print(committed_tables("teaching_profiles", claims, ["method", "branch"], ["dice
 # Nothing assumes a GPU: `device = "auto"` takes CUDA when present. `amp = True` trains in float16
 # with a gradient scaler on CUDA and in bfloat16 on a CPU (`"auto"`: only where the hardware has
 # fast kernels); `channels_last = None` lets the hardware choose the memory format; `compile = True`
-# uses `torch.compile` (a slow first epoch, faster later ones). `benchmarks/bench.py --gpu`
+# uses `torch.compile` (a slow first step, faster later ones), `None` only when the run is long
+# enough to pay that back (`make bench`, part `compile`, measures when). `benchmarks/bench.py --gpu`
 # measures what each option buys on your machine.
 #
 # Without a GPU, `configs/atlas_cpu.yaml` trains on the real atlas (176x176 slices, widths

@@ -56,3 +56,17 @@ def test_tiny_paper_versus_and_throughput_benchmarks_run(tmp_path):
     assert versus["authors, BatchNorm, contiguous"]["gflop_per_step"] < versus["ours, GroupNorm, contiguous"]["gflop_per_step"]
     assert versus["authors, BatchNorm, contiguous"]["ratio_to_authors"] == 1.0
     assert parts["versus"]["summary"]["ours_default_gflops_ratio_fp32"] > 0
+
+
+def test_compile_summary_gives_speedups_and_break_even_steps():
+    bench = _bench_module()
+    rows = [{"label": "eager", "first_step_s": 0.5, "step_ms": 200.0},
+            {"label": "compiled, empty cache", "first_step_s": 60.5, "step_ms": 150.0},
+            {"label": "compiled, cache filled", "first_step_s": 5.5, "step_ms": 150.0},
+            {"label": "eager, again", "first_step_s": 0.5, "step_ms": 200.0}]
+    summary = bench.summarize("compile", rows)
+    assert summary["speedup_cold"] == summary["speedup_warm"] == 1.33
+    assert summary["break_even_steps_cold"] == 1200  # 60 s more for the first step / 50 ms saved per step
+    assert summary["break_even_steps_warm"] == 100
+    slower = [dict(rows[0]), {**rows[1], "step_ms": 250.0}]
+    assert bench.summarize("compile", slower)["break_even_steps_cold"] is None  # never pays back

@@ -84,3 +84,34 @@ def test_a_limited_kernel_path_chooses_contiguous(monkeypatch):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     assert choose_channels_last(torch.device("cpu"))[0] is False
+
+
+def test_compile_only_where_the_planned_steps_pay_it_back(monkeypatch):
+    import shutil
+
+    from mixseg_lite import hardware
+    from mixseg_lite.hardware import COMPILE_BREAK_EVEN_STEPS, choose_compile, compiled_once
+
+    monkeypatch.setattr(hardware, "_compiled_in_process", set())
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: True)
+    cpu = torch.device("cpu")
+    cold = COMPILE_BREAK_EVEN_STEPS["cold"]
+    assert choose_compile(cpu, cold - 1, "net")[0] is False
+    wanted, why = choose_compile(cpu, cold, "net")
+    assert wanted is True and str(cold) in why
+    # once this process has compiled the network, a short training compiles too
+    warm = COMPILE_BREAK_EVEN_STEPS["in_process"]
+    assert warm < cold and choose_compile(cpu, warm, "net")[0] is False
+    compiled_once("net")
+    wanted, why = choose_compile(cpu, warm, "net")
+    assert wanted is True and "already compiled in this process" in why
+    assert choose_compile(cpu, warm, "another net")[0] is False
+    # never where it cannot or was not measured
+    assert choose_compile(torch.device("mps"), 10**9)[0] is False
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    wanted, why = choose_compile(cpu, 10**9, "net")
+    assert wanted is False and "C++ compiler" in why
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
+    assert "not supported" in choose_compile(cpu, 10**9, "net")[1]

@@ -62,7 +62,7 @@ BAD_VALUES = {  # one bad value per parameter name, and what the message must sa
     "thresholds": ([0.5, 1.2], "parameter thresholds must be a non-empty list of numbers in [0, 1]"),
     "device": (0, "parameter device must be a non-empty string"), "amp": ("no", "parameter amp must be one of False, True, 'auto'"),
     "channels_last": (1, "parameter channels_last must be True or False or None"),
-    "compile": (None, "parameter compile must be True or False"),
+    "compile": (1, "parameter compile must be True or False or None"),
     "checkpoint_dir": ("", "parameter checkpoint_dir must be a non-empty string or None"),
     "resume": ("true", "parameter resume must be True or False"),
 }

@@ -310,7 +310,7 @@ BAD_FIELD_VALUES = {  # one bad value per field of MixedConfig, and what the err
     "depth": (9, "depth must be an integer >= 1 and <= 8"), "norm": ("layer", "unknown norm"),
     "seed": (-1, "seed must be an integer >= 0"), "device": ("tpu", "device 'tpu' is not a device name"),
     "amp": ("no", "amp must be True, False or 'auto'"), "channels_last": ("yes", "channels_last must be True or False or None"),
-    "compile": (0, "compile must be True or False"), "deterministic": ("on", "deterministic must be True or False"),
+    "compile": (0, "compile must be True or False or None"), "deterministic": ("on", "deterministic must be True or False"),
     "select_best": (None, "select_best must be True or False"), "progress": (2, "progress must be True or False"),
 }
 

@@ -198,3 +198,49 @@ def test_recipe_gradient_shares_compare_recipes_on_one_untouched_network(splits)
         recipe_gradient_shares(model, splits["full"], splits["weak"], "ours", method="lower_bound")
     with pytest.raises(InputError, match="batches must be an integer >= 1"):
         recipe_gradient_shares(model, splits["full"], splits["weak"], "ours", batches=0)
+
+
+def test_compile_decision_is_recorded_and_a_failing_compiler_falls_back_to_eager(splits, monkeypatch):
+    from mixseg_lite import hardware
+
+    result = train_mixed(splits["full"], splits["weak"], config=MixedConfig(**TINY))
+    assert result.speed["compile"] is False and "4 steps" in result.speed["compile_reason"]
+    # a platform where compilation fails: the automatic choice trains eagerly and says why
+    monkeypatch.setattr(hardware, "choose_compile", lambda device, steps, key="model": (True, "test"))
+
+    def broken_compile(model, *args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("no backend here")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    result = train_mixed(splits["full"], splits["weak"], config=MixedConfig(**TINY))
+    assert result.speed["compile"] is False
+    assert "torch.compile failed here (RuntimeError: no backend here)" in result.speed["compile_reason"]
+    eager = train_mixed(splits["full"], splits["weak"], config=MixedConfig(**TINY, compile=False))
+    assert result.log == eager.log  # the trial on a copy changed nothing
+    with pytest.raises(RuntimeError, match="no backend here"):  # asked for explicitly: not hidden
+        train_mixed(splits["full"], splits["weak"], config=MixedConfig(**TINY, compile=True))
+
+
+def test_an_ablation_counts_the_steps_of_all_its_student_rows_for_the_compile_decision(splits, monkeypatch):
+    from mixseg_lite import hardware
+
+    asked = []
+    monkeypatch.setattr(hardware, "choose_compile",
+                        lambda device, steps, key="model": asked.append(steps) or (False, "test"))
+    run_mixed_ablation(["lower_bound", "kl", "kl_ent", "mean_teacher"], splits["full"], splits["weak"],
+                       splits["test"], MixedConfig(**TINY))
+    assert asked == [2 * 4] * 4  # two rows step through the dual-branch forward, 4 steps each
+
+
+@pytest.mark.skipif(not __import__("shutil").which("g++") and not __import__("shutil").which("c++"),
+                    reason="torch.compile builds its CPU kernels with a C++ compiler")
+def test_compiled_training_matches_eager_training(splits):
+    eager = train_mixed(splits["full"], splits["weak"], config=MixedConfig(**TINY, method="kl", compile=False))
+    compiled = train_mixed(splits["full"], splits["weak"], config=MixedConfig(**TINY, method="kl", compile=True))
+    assert compiled.speed["compile"] is True and eager.speed["compile"] is False
+    for a, b in zip(eager.log, compiled.log):
+        assert a.keys() == b.keys()
+        for key in a:  # the same arithmetic in another order: float32 rounding only
+            assert abs(a[key] - b[key]) <= 1e-3 * max(1.0, abs(a[key])), key

@@ -129,7 +129,7 @@ FIELD_RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "lambda_w": ("number", None, None, False), "lambda_semi": ("number", None, None, True),
     "detach_teacher": ("bool", None, None, False), "duplicate_full_batch": ("bool", None, None, False),
     "channels_last": ("bool", None, None, True),
-    "compile": ("bool", None, None, False), "deterministic": ("bool", None, None, False),
+    "compile": ("bool", None, None, True), "deterministic": ("bool", None, None, False),
     "select_best": ("bool", None, None, False), "progress": ("bool", None, None, False),
 }
 
@@ -221,7 +221,7 @@ class MixedConfig:
     device: str = "auto"
     amp: bool | str = False             # bfloat16 autocast on CPU, float16 + GradScaler on CUDA; "auto": by hardware
     channels_last: bool | None = None   # None: chosen by the hardware (hardware.choose_channels_last), logged
-    compile: bool = False
+    compile: bool | None = None         # torch.compile; None: when the training is long enough to pay back (hardware.choose_compile)
     deterministic: bool = False         # identical CUDA runs (runtime.set_deterministic), at some speed cost
     select_best: bool = True            # return the weights of the best validation epoch
     progress: bool = True
@@ -301,9 +301,56 @@ def resolve_speed(config: MixedConfig, device: torch.device) -> tuple[MixedConfi
     return dataclasses.replace(config, channels_last=channels_last, amp=amp), speed
 
 
+def _compile_or_eager(model: torch.nn.Module, config: MixedConfig, device: torch.device, planned_steps: int,
+                      full_ds: SliceDataset, with_weak: bool, speed: dict) -> tuple[torch.nn.Module, dict]:
+    """The network the student rows step with: ``torch.compile(model)`` or ``model``; ``speed``
+    gains ``compile`` and ``compile_reason``.
+
+    ``config.compile=None`` asks :func:`mixseg_lite.hardware.choose_compile` (compile only when
+    the ``planned_steps`` pay back the compilation). A compiled network is tried at once on a copy,
+    forward and backward on a batch of the real shape, so a platform where compilation fails
+    trains in eager mode (with the error as the reason) instead of failing mid-run; a compile the
+    user asked for (``True``) that fails raises.
+    """
+    from mixseg_lite.hardware import choose_compile, compiled_once
+
+    key = f"{type(model).__name__} {config.base_width}x{config.depth} batch {config.batch_size}x{config.weak_batch_multiple}"
+    if config.compile is None:
+        wanted, reason = choose_compile(device, planned_steps, key)
+    else:
+        wanted, reason = config.compile, "set in the config"
+    if not wanted or not terms_use_compiled(config.method):
+        return model, {**speed, "compile": False, "compile_reason": reason if wanted is False or config.compile is None
+                       else "the teacher-only rows do not use the compiled network"}
+    n_images = config.batch_size * (2 if config.duplicate_full_batch else 1) + (
+        config.batch_size * config.weak_batch_multiple if with_weak else 0)
+    trial = copy.deepcopy(model)
+    example = _to_device(torch.zeros(n_images, *full_ds.images.shape[1:]), device, config.channels_last)
+    try:
+        with _autocast(device, config.amp):
+            outputs = torch.compile(trial)(example)
+        sum(o.float().sum() for o in outputs).backward()
+    except Exception as error:  # noqa: BLE001 - any compiler failure: eager, with the reason
+        if config.compile:
+            raise
+        return model, {**speed, "compile": False,
+                       "compile_reason": f"eager: torch.compile failed here ({type(error).__name__}: "
+                                         f"{str(error).splitlines()[0][:200] if str(error) else ''})"}
+    finally:
+        del trial
+    compiled_once(key)
+    return torch.compile(model), {**speed, "compile": True, "compile_reason": reason}
+
+
 def _stream_generator(seed: int, stream: int) -> torch.Generator:
     """An independent generator per batch stream (0: D_s, 1: D_w), derived from the run's seed."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
+
+
+def terms_use_compiled(method: str) -> bool:
+    """Whether a row steps through the (possibly compiled) dual-branch forward: the student rows;
+    the bounds call the teacher branch alone, the semi-supervised rows their own objective."""
+    return bool(METHODS[method]["student"]) and not METHODS[method]["semi"]
 
 
 def reported_branches(method: str) -> tuple[str, ...]:
@@ -313,7 +360,7 @@ def reported_branches(method: str) -> tuple[str, ...]:
 
 def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None = None,
                 config: MixedConfig | None = None, checkpoint: str | Path | None = None,
-                resume: bool = False, **overrides) -> TrainResult:
+                resume: bool = False, planned_steps: int | None = None, **overrides) -> TrainResult:
     """Train a :class:`DualBranchUNet` for one ablation row.
 
     Args:
@@ -326,6 +373,9 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
         checkpoint: file written atomically after every epoch (model, optimiser, batch counts, log,
             best weights so far).
         resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
+        planned_steps: the compiled steps ``compile=None`` may count on to pay back compilation
+            (default: this row's ``epochs x steps``; :func:`run_mixed_ablation` passes the steps of
+            all its student rows, which share one compilation).
 
     Returns:
         :class:`TrainResult` with the trained model (in eval mode) and the per-epoch log.
@@ -357,12 +407,13 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
         seed_everything(config.seed)
     optimiser = make_optimiser(model if partner is None else torch.nn.ModuleList([model, partner]), config)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
-    step_model = torch.compile(model) if config.compile else model
 
     # Every ablation row takes the same number of steps, sized by D_w, so rows differ only in
     # their losses, not in how long they trained.
     n_main = sum(v.num_slices for v in weak) or len(full_ds)
     steps = config.steps_per_epoch or max(1, math.ceil(n_main / config.batch_size))
+    step_model, speed = _compile_or_eager(model, config, device, planned_steps or steps * config.epochs, full_ds,
+                                          weak_ds is not None, speed)
     log: list[dict] = []
     start_epoch = 0
     best_score, best_state, best_epoch = -math.inf, None, 0
@@ -724,8 +775,14 @@ def run_mixed_ablation(methods: list[str], full: list[Volume], weak: list[Volume
     if unknown:
         raise InputError(f"unknown methods {unknown}; choose from {list(METHODS)}")
     rows, results = [], {}
+    # The student rows compile one network between them (choose_compile): count all their steps.
+    base = dataclasses.replace(config or MixedConfig(), **overrides)
+    n_main = sum(v.num_slices for v in weak) or sum(v.num_slices for v in full)
+    per_row = (base.steps_per_epoch or max(1, math.ceil(n_main / base.batch_size))) * base.epochs
+    planned = per_row * sum(terms_use_compiled(m) for m in methods)
     for method in methods:
-        results[method] = train_mixed(full, weak, val, config, method=method, **overrides)
+        results[method] = train_mixed(full, weak, val, config, method=method, planned_steps=planned or None,
+                                      **overrides)
         rows += evaluate_mixed(results[method], test)
     return rows, results
 
