@@ -173,11 +173,31 @@ def _command_demo(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
+def _parse_only(items: list[str] | None) -> dict[str, str]:
+    """``["recipe=ours", ...]`` -> ``{"recipe": "ours"}``; a one-line error on a malformed item."""
+    only = {}
+    for item in items or []:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise InputError(f"--only {item!r}: expected KEY=VALUE, e.g. recipe=ours")
+        only[key] = value
+    return only
+
+
 def _command_sweep(args: argparse.Namespace) -> int:
+    from mixseg_lite.replicate import parse_seeds
     from mixseg_lite.sweep import run_sweep
 
-    summary = run_sweep(args.sweep_file, workers=args.workers, force=args.force,
-                        scheduler=args.scheduler, out=args.out)
+    only = _parse_only(args.only)
+
+    def keep(fixed: dict, parameter_set: dict) -> dict | None:
+        params = {**fixed, **parameter_set}  # a key the file never sets does not match
+        return parameter_set if all("" if params.get(k) is None else str(params.get(k)) == v
+                                    for k, v in only.items()) else None
+
+    summary = run_sweep(args.sweep_file, workers=args.workers, force=args.force, scheduler=args.scheduler,
+                        out=args.out, seeds=parse_seeds(args.seeds) if args.seeds else None,
+                        keep=keep if only else None)
     print(summary)
     return EXIT_OK if summary.ok else EXIT_FAILED
 
@@ -203,12 +223,7 @@ def _command_replicate(args: argparse.Namespace) -> int:
     from mixseg_lite.replicate import parse_seeds, replicate
     from mixseg_lite.results import format_table
 
-    only = {}
-    for item in args.only or []:
-        key, equals, value = item.partition("=")
-        if not equals or not key:
-            raise InputError(f"--only {item!r}: expected KEY=VALUE, e.g. recipe=ours")
-        only[key] = value
+    only = _parse_only(args.only)
     path = Path(args.sweep_file)
     spec = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     if not isinstance(spec, dict):
@@ -295,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run on this Dask scheduler instead (needs mixseg-lite[distributed])")
     sweep.add_argument("--out", help="output folder (default: the sweep file's 'out')")
+    sweep.add_argument("--seeds", help="seeds in place of the file's, e.g. 5-9 (to extend a committed sweep)")
+    sweep.add_argument("--only", nargs="+", metavar="KEY=VALUE",
+                       help="only the runs whose parameters match, e.g. recipe=ours")
     sweep.set_defaults(handler=_command_sweep)
 
     report = commands.add_parser("report", help="results.csv/.md/.png from a run folder; without one, "

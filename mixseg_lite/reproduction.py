@@ -23,7 +23,7 @@ import yaml
 
 from mixseg_lite.claims import (BALANCE_CLAIMS, CAM_PAIRINGS, ENTROPY_CLAIMS, MIXED_CLAIMS, cam_claims)
 from mixseg_lite.errors import InputError
-from mixseg_lite.stats import DELTAS, MAX_SEEDS_ESTIMATE, PairedDifference, read_results, settle
+from mixseg_lite.stats import DELTAS, MAX_SEEDS_ESTIMATE, Claim, PairedDifference, read_results, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = Path("docs/reproduction.md")
@@ -212,6 +212,27 @@ def phantom_cam_comparisons(root: Path = ROOT) -> list[Comparison]:
                        ["dice_3d", "dice_pos", "dice_slice_avg", "threshold"],
                        cam_claims(pair, pairing="+".join(pair)), CAM_ORDER)
             for pair in PHANTOM_PAIRINGS if "+".join(pair) in present]
+
+
+# torch.compile against eager on one sweep row (experiments/compile_check.py): shown once committed.
+COMPILE_FILE = "compile_check_cardiac"
+COMPILE = Comparison("compile", "The KL student of the default task, our recipe, eager and compiled", COMPILE_FILE, {},
+                     ["mode", "branch"], ["dice", "hd95_mm", "train_seconds"],
+                     [Claim("compiled > eager (student)", {"mode": "compiled", "branch": "student"},
+                            {"mode": "eager", "branch": "student"})], ["eager", "compiled"])
+
+
+def compile_section(root: Path = ROOT) -> list[str]:
+    """Section 1.5, while ``results/compile_check_cardiac.csv`` exists (nothing before)."""
+    if not _committed(COMPILE_FILE, root):
+        return []
+    return ["### 1.5 Does torch.compile change a result?", "",
+            "Sweeps compile their network where the planned steps pay back the compilation "
+            "(`mixseg_lite.hardware.choose_compile`). Compiled kernels add and multiply in another order, so a "
+            "run drifts from its eager twin in the last digits and then further; what matters is whether a "
+            "verdict could change. One sweep row, eager and compiled on the same seeds, each run in a fresh "
+            "process (`train_seconds`: wall time of its training, compilation included):", "",
+            COMPILE.markdown(root), ""]
 
 
 # The verdict summary: one line per claim of each paper, one column per task or recipe.
@@ -524,6 +545,7 @@ def report_markdown(root: Path = ROOT) -> str:
              "tolerances from. Short runs rank rows by how fast they learn, not where they end: the claims are "
              "settled in 1.2.", "",
              *(part for comparison in TEACHING for part in (comparison.markdown(root), "")),
+             *compile_section(root),
              "## 2. CAMs from image tags with cross-modal equivariance (Patel & Dolz)", "",
              "### 2.1 Choosing the weights on validation data", "",
              "Each weight is chosen on validation 3-D Dice, in stages (ER per contrast, then CMER, then KL), among "

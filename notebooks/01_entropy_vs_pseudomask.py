@@ -464,7 +464,9 @@ else:
 # The collapse is no accident of one seed: KL + entropy beats entropy alone, and entropy alone
 # over-segments, on every committed seed. Entropy against pseudo-masks is not settled by short
 # runs; the [reproduction report](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/reproduction.md)
-# compares them at convergence (40 epochs, 5 seeds), where the difference is not resolved either.
+# compares them at convergence (40 epochs, 10 seeds): +0.001 Dice for entropy, with a 95% interval
+# of [-0.010, +0.012], inside ±0.02: *no effect*. Beside KL, both ways of sharpening the student end
+# at the same Dice; without KL, entropy collapses (section 2).
 
 # %%
 path = write_metrics(output_dir, [{k: r[k] for k in ("method", "branch", "dice", "hd95_mm", "foreground_fraction",

@@ -197,3 +197,12 @@ def test_every_ablation_has_a_sweep_file_or_script():
     assert "02_kl_distillation.py" in swept
     # notebook 03's ablation chooses its weights on validation in stages: a script, not a sweep file
     assert (EXPERIMENTS[0].parent / "cam_ablation.py").is_file()
+
+
+def test_the_command_extends_a_sweep_to_other_seeds_and_selected_runs(tmp_path, capsys):
+    sweep_file = write_project(tmp_path)
+    out = tmp_path / "extension"
+    assert main(["sweep", str(sweep_file), "--seeds", "5-6", "--only", "method=a", "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "02_tiny").iterdir()) == ["method=a,seed=5", "method=a,seed=6"]
+    assert main(["sweep", str(sweep_file), "--only", "method"]) != 0
+    assert "--only 'method': expected KEY=VALUE" in capsys.readouterr().err
