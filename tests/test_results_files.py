@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mixseg_lite.claims import CAM_ABLATION_CLAIMS, CLAIMS_BY_NOTEBOOK
+from mixseg_lite.reproduction import COMPILE
 from mixseg_lite.stats import read_results, settle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +22,9 @@ CURVES = {"mixed_convergence_cardiac": ("python experiments/mixed_convergence.py
                                                          "val_loss", "val_accuracy"})}
 # Tables a script writes (several stages, weights chosen on validation) instead of a sweep file:
 # the command that regenerates each, and the claims it settles.
-SCRIPT_TABLES = {"cam_ablation_brain": (CAM_COMMAND, CAM_ABLATION_CLAIMS)}
+SCRIPT_TABLES = {"cam_ablation_brain": (CAM_COMMAND, CAM_ABLATION_CLAIMS),
+                 "compile_check_cardiac": ("python experiments/compile_check.py --out results/compile_check_cardiac.csv",
+                                           COMPILE.claims)}
 RESULTS = sorted(p for p in (ROOT / "results").glob("*.csv") if p.stem not in CURVES)
 SWEPT = [p for p in RESULTS if p.stem not in SCRIPT_TABLES]
 MIN_SEEDS = 5
