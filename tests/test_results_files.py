@@ -19,7 +19,11 @@ CAM_COMMAND = "python experiments/cam_ablation.py --workers 2 --out results/cam_
 CURVES = {"mixed_convergence_cardiac": ("python experiments/mixed_convergence.py --out results/mixed_convergence_cardiac.csv",
                                         {"recipe", "method", "epoch", "val_dice"}),
           "cam_ablation_brain_curves": (CAM_COMMAND, {"pairing", "method", "run", "seed", "epoch", "cls",
-                                                         "val_loss", "val_accuracy"})}
+                                                         "val_loss", "val_accuracy"}),
+          "cam_convergence_phantom": ("python experiments/cam_ablation.py --dataset brain_phantom --curves-only "
+                                      "--workers 2 --out results/cam_convergence_phantom.csv",
+                                      {"pairing", "method", "run", "seed", "epoch", "val_loss", "val_accuracy",
+                                       "val_dice_3d"})}
 # Tables a script writes (several stages, weights chosen on validation) instead of a sweep file:
 # the command that regenerates each, and the claims it settles.
 SCRIPT_TABLES = {"cam_ablation_brain": (CAM_COMMAND, CAM_ABLATION_CLAIMS),
