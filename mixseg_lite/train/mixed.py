@@ -347,6 +347,12 @@ def _stream_generator(seed: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
 
 
+def steps_per_epoch(full: list[Volume], weak: list[Volume], config: MixedConfig) -> int:
+    """Steps of one epoch: ``config.steps_per_epoch``, else D_w's slices (D_s's without D_w) per batch."""
+    n_main = sum(v.num_slices for v in weak) or sum(v.num_slices for v in full)
+    return config.steps_per_epoch or max(1, math.ceil(n_main / config.batch_size))
+
+
 def terms_use_compiled(method: str) -> bool:
     """Whether a row steps through the (possibly compiled) dual-branch forward: the student rows;
     the bounds call the teacher branch alone, the semi-supervised rows their own objective."""
@@ -410,8 +416,7 @@ def train_mixed(full: list[Volume], weak: list[Volume], val: list[Volume] | None
 
     # Every ablation row takes the same number of steps, sized by D_w, so rows differ only in
     # their losses, not in how long they trained.
-    n_main = sum(v.num_slices for v in weak) or len(full_ds)
-    steps = config.steps_per_epoch or max(1, math.ceil(n_main / config.batch_size))
+    steps = steps_per_epoch(full, weak, config)
     step_model, speed = _compile_or_eager(model, config, device, planned_steps or steps * config.epochs, full_ds,
                                           weak_ds is not None, speed)
     log: list[dict] = []
@@ -777,8 +782,7 @@ def run_mixed_ablation(methods: list[str], full: list[Volume], weak: list[Volume
     rows, results = [], {}
     # The student rows compile one network between them (choose_compile): count all their steps.
     base = dataclasses.replace(config or MixedConfig(), **overrides)
-    n_main = sum(v.num_slices for v in weak) or sum(v.num_slices for v in full)
-    per_row = (base.steps_per_epoch or max(1, math.ceil(n_main / base.batch_size))) * base.epochs
+    per_row = steps_per_epoch(full, weak, base) * base.epochs
     planned = per_row * sum(terms_use_compiled(m) for m in methods)
     for method in methods:
         results[method] = train_mixed(full, weak, val, config, method=method, planned_steps=planned or None,
