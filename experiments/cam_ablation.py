@@ -8,10 +8,14 @@ modality, plus the empty-mask baseline per pairing and seed) and ``results/cam_a
 
 On the brain phantom (real ICBM152 anatomy, ``mixseg_lite.data.phantom``), first the validation
 curves that choose the budget (``--curves-only``: the rows of seed 0 for 40 epochs, each epoch's
-validation tag loss, tag accuracy and 3-D Dice), then the sweep at the budget ``N`` they justify::
+validation tag loss, tag accuracy and 3-D Dice), then the same rows at a shorter budget whose ends
+are compared with the long runs' (``mixseg_lite.reproduction.cam_budget_check``: 24 epochs end at
+the same validation Dice on average, where 40 for every run would not fit the sweep's wall time),
+then the sweep at that budget::
 
     python experiments/cam_ablation.py --dataset brain_phantom --curves-only --workers 2 --out results/cam_convergence_phantom.csv
-    python experiments/cam_ablation.py --dataset brain_phantom --epochs N --workers 2 --out results/cam_ablation_phantom.csv
+    python experiments/cam_ablation.py --dataset brain_phantom --curves-only --epochs 24 --workers 2 --out results/cam_budget_check_phantom.csv
+    python experiments/cam_ablation.py --dataset brain_phantom --epochs 24 --grid coarse --workers 2 --out results/cam_ablation_phantom.csv
 
 The weights are chosen in three stages, each on the validation volumes only (mean validation 3-D
 Dice over the seeds; ties go to the smaller weight), among the weights under which every network of

@@ -2,8 +2,9 @@
 
 Most slices of a brain volume hold no tumour. Dice of an empty prediction on an empty slice is 1
 (nothing to find, nothing found), so averaging Dice over *all slices* rewards predicting nothing:
-a published re-evaluation on BraTS found an empty-mask baseline at 0.646 slice-averaged Dice, above
-the weakly supervised methods it was meant to judge (REFERENCE B). The honest numbers are
+on data where most slices are empty, an empty mask can score a higher slice-averaged Dice than the
+weakly supervised methods it is meant to judge (the ``empty`` rows of the CAM ablation in
+``docs/reproduction.md`` measure it). The honest numbers are
 
 - :func:`dice_3d`: Dice of each patient volume (slices restacked), averaged over the volumes
   that contain the class; an empty prediction scores 0 on every one of them;

@@ -24,8 +24,8 @@
 # 5. Write the KL term (3), the gradient shares (5), a paired 95% interval and its verdict yourself:
 #    exercises 2.1-2.4, checked at once (about 55 minutes).
 #
-# **Reading time:** about 25 minutes. **Run time:** about 60 s on a 2-core CPU without AVX-512
-# (default parameters).
+# **Reading time:** about 25 minutes. **Run time:** about 30 s on a 2-core CPU without AVX-512
+# (default parameters; a slow laptop may take twice as long).
 #
 # **Data:** a *simulated* cardiac short-axis MRI dataset (`mixseg_lite.data.cardiac_sim`), not
 # ACDC: 64x64 slices with RV cavity, myocardium and LV cavity. Every number below is measured on

@@ -23,8 +23,8 @@
 # 6. Write ER at the reference reduction, the CAM normalisation and the threshold choice
 #    yourself: exercises 3.1-3.3, checked at once.
 #
-# **Reading time:** about 25 minutes. **Run time:** about 1 to 1.5 minutes on a 2-core CPU at the default
-# parameters (the last cell prints this run's).
+# **Reading time:** about 25 minutes. **Run time:** about 50 s on a 2-core CPU without AVX-512 at the
+# default parameters (a slow laptop may take twice as long; the last cell prints this run's).
 #
 # **Data:** a *simulated* multi-contrast brain MRI phantom with tumours on *real anatomy*, the
 # ICBM152 2009 template (`mixseg_lite.data.phantom`, section 2), not BraTS: no package ships real

@@ -22,8 +22,8 @@
 #    its teacher, with the committed 5-seed results.
 # 5. Move the same notebook to real data and a GPU by swapping a parameter file.
 #
-# **Reading time:** about 15 minutes. **Run time:** about 45 s on a 2-core CPU without AVX-512, at
-# the default parameters.
+# **Reading time:** about 15 minutes. **Run time:** about 20 s on a 2-core CPU without AVX-512, at
+# the default parameters (a slow laptop may take twice as long).
 #
 # **Data:** a *simulated* cardiac short-axis cine-MRI dataset (`mixseg_lite.data.cardiac_sim`, no
 # patient data) by default; `dataset` and `data_dir` switch to ACDC, BraTS, any Medical

@@ -70,3 +70,19 @@ def test_compile_summary_gives_speedups_and_break_even_steps():
     assert summary["break_even_steps_warm"] == 100
     slower = [dict(rows[0]), {**rows[1], "step_ms": 250.0}]
     assert bench.summarize("compile", slower)["break_even_steps_cold"] is None  # never pays back
+
+
+def test_notebook_times_in_the_readme_and_the_guide_are_the_committed_measurement():
+    """The run times and peak memory the README and the instructor's guide quote are those of
+    `python benchmarks/bench.py --only notebooks` in benchmarks/results.json, not typed in."""
+    rows = json.loads((ROOT / "benchmarks" / "results.json").read_text())["parts"]["notebooks"]["rows"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    guide = (ROOT / "course" / "README.md").read_text(encoding="utf-8").splitlines()
+    assert {row["label"] for row in rows} == {p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py")}
+    for row in rows:
+        assert row["error"] is None, row
+        quoted = f"{round(row['wall_s'])} s, {row['kernel_peak_rss_mb'] / 1000:.2f} GB"
+        line = next(line for line in readme if line.startswith(f"| `{row['label']}`"))
+        assert line.endswith(f"| {quoted} |"), (line, quoted)
+        line = next(line for line in guide if f"`{row['label']}`" in line and line.startswith("| "))
+        assert f"| {round(row['wall_s'])} s |" in line, (line, row["wall_s"])

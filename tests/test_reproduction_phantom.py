@@ -80,3 +80,31 @@ def test_the_report_shows_the_phantom_verdicts_beside_the_procedural_ones(root):
             assert f"| {difference.claim} | {difference.metric} |" in text
     reproduction.write_documents(root)
     assert reproduction.stale_documents(root) == []
+
+
+def _curve(run: str, epochs: int, dice_end: float, accuracy_end: float) -> list[dict]:
+    pairing, method = run.split("_")[0], "cam"
+    return [{"pairing": pairing, "method": method, "run": run.replace("_seed", f"_epochs={epochs}_seed"), "seed": 0,
+             "er_weight": "", "cmer_weight": "", "kl_weight": "", "supervised_class_balance": "", "epoch": e,
+             "val_accuracy": accuracy_end if e > epochs - 3 else 0.5, "val_dice_3d": dice_end if e > epochs - 3 else 0.0}
+            for e in range(1, epochs + 1)]
+
+
+def test_the_budget_check_compares_the_ends_of_the_short_and_long_runs(tmp_path):
+    (tmp_path / "results").mkdir()
+    runs = [f"T{i}+T2_cam_seed0" for i in range(5)]
+    long = [row for i, run in enumerate(runs) for row in _curve(run, 10, 0.40 + 0.01 * i, 0.90)]
+    _write(tmp_path / "results" / f"{reproduction.PHANTOM_CONVERGENCE}.csv", long)
+    # the short runs end at the same Dice give or take 0.01 (mean 0), and 0.02 lower in tag accuracy
+    short = [row for i, run in enumerate(runs) for row in _curve(run, 6, 0.40 + 0.01 * i + (-0.01, 0.01)[i % 2] * (i < 4),
+                                                                 0.88)]
+    _write(tmp_path / "results" / f"{reproduction.PHANTOM_BUDGET_CHECK}.csv", short)
+    table, summary = reproduction.cam_budget_check(tmp_path)
+    assert table.count("\n") == 2 + 5 - 1 and "| T0+T2 | cam | - | 6 | 0.390 | 10 | 0.400 | -0.010 | 0.880 | 0.900 | -0.020 |" in table
+    assert summary[0].startswith("validation 3-D Dice: short - long +0.000 [") and "over 5 rows (2 lower, 3 not)" in summary[0]
+    assert summary[1].startswith("validation tag accuracy: short - long -0.020 [-0.020, -0.020]")
+    assert summary[2] == ("Verdict: the 6-epoch ends are not systematically below the long runs' in validation Dice "
+                          "(the interval holds 0), so the sweep may train for that budget.")
+    _write(tmp_path / "results" / f"{reproduction.PHANTOM_BUDGET_CHECK}.csv",
+           [row for i, run in enumerate(runs) for row in _curve(run, 6, 0.30 + 0.01 * i + 0.001 * (i % 2), 0.88)])
+    assert reproduction.cam_budget_check(tmp_path)[1][2].endswith("that budget is too short.")

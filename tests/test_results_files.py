@@ -23,7 +23,10 @@ CURVES = {"mixed_convergence_cardiac": ("python experiments/mixed_convergence.py
           "cam_convergence_phantom": ("python experiments/cam_ablation.py --dataset brain_phantom --curves-only "
                                       "--workers 2 --out results/cam_convergence_phantom.csv",
                                       {"pairing", "method", "run", "seed", "epoch", "val_loss", "val_accuracy",
-                                       "val_dice_3d"})}
+                                       "val_dice_3d"}),
+          "cam_budget_check_phantom": ("python experiments/cam_ablation.py --dataset brain_phantom --curves-only "
+                                       "--epochs 24 --workers 2 --out results/cam_budget_check_phantom.csv",
+                                       {"pairing", "method", "run", "seed", "epoch", "val_accuracy", "val_dice_3d"})}
 # Tables a script writes (several stages, weights chosen on validation) instead of a sweep file:
 # the command that regenerates each, and the claims it settles.
 SCRIPT_TABLES = {"cam_ablation_brain": (CAM_COMMAND, CAM_ABLATION_CLAIMS),
