@@ -242,9 +242,11 @@ def _command_replicate(args: argparse.Namespace) -> int:
     rows = [replication.as_row() for replication in replications]
     table = format_table(rows, list(rows[0]))
     print(table)
-    changed = [r for r in replications if r.agrees is False]
-    print(f"{len(replications) - len(changed)} of {len(replications)} claims give the same verdict on the fresh seeds"
-          + (f"; changed: {', '.join(f'{r.claim} ({r.condition})' for r in changed)}" if changed else ""))
+    contradicted = [r for r in replications if r.outcome == "contradicts"]
+    undecided = [r for r in replications if r.outcome == "undecided"]
+    print(f"{sum(r.outcome == 'same' for r in replications)} of {len(replications)} claims give the same verdict on "
+          f"the fresh seeds; contradicted: {', '.join(f'{r.claim} ({r.condition})' for r in contradicted) or 'none'}; "
+          f"not resolved on the fresh seeds: {', '.join(f'{r.claim} ({r.condition})' for r in undecided) or 'none'}")
     return EXIT_FAILED if summary is not None and not summary.ok else EXIT_OK
 
 

@@ -10,6 +10,11 @@ was a property of the method or of the seeds. ``mixseg-lite replicate`` does it:
 
 Only the rows the selected claims compare are trained (the ``methods`` parameter of each run is
 cut to them); the runs are an ordinary resumable sweep under ``runs/replicate/<sweep name>``.
+Their rows, committed as ``results/replicate_<sweep name>.csv`` (``mixseg-lite report
+runs/replicate/<sweep name> --csv ...``), appear in the reproduction report beside the committed
+verdicts (``mixseg_lite.reproduction.REPLICATIONS``). A fresh verdict that does not resolve what the
+committed one did is "undecided" (fewer seeds, no contradiction); one that resolves differently
+"contradicts" it.
 """
 
 from __future__ import annotations
@@ -65,6 +70,17 @@ class Replication:
             return None
         return verdict_kind(self.committed.verdict) == verdict_kind(self.fresh.verdict)
 
+    @property
+    def outcome(self) -> str:
+        """"same"; "undecided" (the fresh seeds do not resolve what the committed ones did: fewer
+        seeds, less power, no contradiction); "contradicts" (both resolved, to different verdicts);
+        "-" (no fresh rows)."""
+        if self.agrees is None:
+            return "-"
+        if self.agrees:
+            return "same"
+        return "undecided" if verdict_kind(self.fresh.verdict) == "not resolved" else "contradicts"
+
     def as_row(self) -> dict[str, str]:
         def cell(d: PairedDifference | None) -> str:
             return "-" if d is None else f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] (n={d.n})"
@@ -72,7 +88,8 @@ class Replication:
         return {"condition": self.condition, "claim": self.claim, "metric": self.metric,
                 "committed": cell(self.committed), "committed verdict": self.committed.verdict,
                 "fresh seeds": cell(self.fresh), "fresh verdict": "-" if self.fresh is None else self.fresh.verdict,
-                "same verdict": {True: "yes", False: "NO", None: "-"}[self.agrees]}
+                "same verdict": {"same": "yes", "undecided": "not resolved on the fresh seeds",
+                                 "contradicts": "NO: contradicts", "-": "-"}[self.outcome]}
 
 
 def _value(value: Any) -> str:
@@ -124,17 +141,8 @@ def replicate(sweep_file: str | Path, seeds: list[int], claims: list[Claim], *, 
                          "choose seeds it never used (e.g. 100-104)")
     only = {key: str(value) for key, value in (only or {}).items()}
     keys = condition_keys(spec)
-    conditions = [c for c in dict.fromkeys(_condition(row, keys) for row in committed_rows)
-                  if all(_value(dict(zip(keys, c)).get(k, "")) == v for k, v in only.items() if k in keys)]
-    if not conditions:
-        raise InputError(f"{committed_path}: no rows match {dict(only)}")
-    wanted_verdicts = tuple(verdicts or ())
-    selected: dict[tuple[str, ...], list[PairedDifference]] = {}
+    selected = select_claims(committed_rows, claims, keys, only, verdicts, str(committed_path))
     claim_by_name = {(claim.name, claim.metric): claim for claim in claims}
-    for condition in conditions:
-        rows = [row for row in committed_rows if _condition(row, keys) == condition]
-        settled = settle(rows, claims, str(committed_path))
-        selected[condition] = [d for d in settled if not wanted_verdicts or d.verdict.startswith(wanted_verdicts)]
     needed = {condition: _methods(claim_by_name[(d.claim, d.metric)] for d in differences)
               for condition, differences in selected.items()}
     # The notebook's own defaults count too: a sweep that never sets `methods` trains the default rows.
@@ -165,6 +173,32 @@ def replicate(sweep_file: str | Path, seeds: list[int], claims: list[Claim], *, 
         fresh_rows = collect_metrics(out)
     else:
         fresh_rows = []
+    return summary, compare(selected, fresh_rows, claims, keys)
+
+
+def select_claims(committed_rows: list[Mapping[str, Any]], claims: list[Claim], keys: list[str],
+                  only: Mapping[str, str] | None = None, verdicts: Iterable[str] | None = None,
+                  source: str = "results") -> dict[tuple[str, ...], list[PairedDifference]]:
+    """The committed claims to replicate, per condition (the values of ``keys``, e.g. the recipe):
+    those of the conditions matching ``only`` whose committed verdict starts with one of
+    ``verdicts`` (all when none is given)."""
+    only = {key: str(value) for key, value in (only or {}).items()}
+    conditions = [c for c in dict.fromkeys(_condition(row, keys) for row in committed_rows)
+                  if all(_value(dict(zip(keys, c)).get(k, "")) == v for k, v in only.items() if k in keys)]
+    if not conditions:
+        raise InputError(f"{source}: no rows match {dict(only)}")
+    wanted = tuple(verdicts or ())
+    selected = {}
+    for condition in conditions:
+        rows = [row for row in committed_rows if _condition(row, keys) == condition]
+        selected[condition] = [d for d in settle(rows, claims, source) if not wanted or d.verdict.startswith(wanted)]
+    return selected
+
+
+def compare(selected: Mapping[tuple[str, ...], list[PairedDifference]], fresh_rows: list[Mapping[str, Any]],
+            claims: list[Claim], keys: list[str]) -> list[Replication]:
+    """Each selected claim settled again on ``fresh_rows``, beside its committed verdict."""
+    claim_by_name = {(claim.name, claim.metric): claim for claim in claims}
     replications = []
     for condition, differences in selected.items():
         rows = [row for row in fresh_rows if _condition(row, keys) == condition]
@@ -172,4 +206,4 @@ def replicate(sweep_file: str | Path, seeds: list[int], claims: list[Claim], *, 
                                                               for d in differences], "fresh seeds")}
         replications += [Replication(_condition_text(keys, condition), d.claim, d.metric, d,
                                      fresh.get((d.claim, d.metric))) for d in differences]
-    return summary, replications
+    return replications

@@ -236,6 +236,55 @@ def compile_section(root: Path = ROOT) -> list[str]:
             COMPILE.markdown(root), ""]
 
 
+# Replications on fresh seeds (`mixseg-lite replicate`), per results file of fresh rows: the sweep
+# file it reran, the committed file it is compared with, the conditions and the verdicts it checks.
+REPLICATIONS = {
+    "replicate_mixed_ablation_cardiac": {"sweep": "experiments/mixed_ablation_cardiac.yaml",
+                                         "committed": "mixed_ablation_cardiac", "claims": MIXED_CLAIMS,
+                                         "only": {"recipe": "ours"}, "verdicts": ("holds", "no effect")},
+}
+
+
+def replications(name: str, root: Path = ROOT) -> list:
+    """The claims of ``REPLICATIONS[name]`` settled on the committed seeds and on the fresh ones
+    (``results/<name>.csv``, the rows `mixseg-lite replicate` trained), as
+    :class:`mixseg_lite.replicate.Replication`."""
+    from mixseg_lite.replicate import compare, condition_keys, select_claims
+
+    setting = REPLICATIONS[name]
+    spec = yaml.safe_load((root / setting["sweep"]).read_text(encoding="utf-8"))
+    keys = condition_keys(spec)
+    committed = _rows(setting["committed"], root=root)
+    selected = select_claims(committed, setting["claims"], keys, setting["only"], setting["verdicts"],
+                             f"results/{setting['committed']}.csv")
+    return compare(selected, _rows(name, root=root), setting["claims"], keys)
+
+
+def replication_section(number: str, root: Path = ROOT) -> list[str]:
+    """Replication on fresh seeds, one table per committed file of :data:`REPLICATIONS` (nothing
+    while none is committed)."""
+    parts = []
+    for name, setting in REPLICATIONS.items():
+        if not _committed(name, root):
+            continue
+        found = replications(name, root)
+        seeds = sorted({int(row["seed"]) for row in _rows(name, root=root)})
+        rows = [replication.as_row() for replication in found]
+        same = sum(r.outcome == "same" for r in found)
+        undecided = [r.claim for r in found if r.outcome == "undecided"]
+        contradicted = [r.claim for r in found if r.outcome == "contradicts"]
+        parts += [f"Every claim of `{setting['committed']}.csv` ({', '.join(f'{k}={v}' for k, v in setting['only'].items())}) "
+                  f"whose committed verdict is {' or '.join(repr(v) for v in setting['verdicts'])}, settled again on "
+                  f"{len(seeds)} seeds the sweep never used ({', '.join(map(str, seeds))}), training only the rows "
+                  "those claims compare:", "",
+                  markdown_table(list(rows[0]), [list(row.values()) for row in rows]) if rows else "(no claim)", "",
+                  f"{same} of {len(found)} claims give the same verdict on the fresh seeds; "
+                  f"{len(contradicted)} contradict it" + (f" ({', '.join(contradicted)})" if contradicted else "")
+                  + f"; {len(undecided)} are not resolved on them" + (f" ({', '.join(undecided)}: fewer seeds than "
+                  "the committed verdict, which they do not contradict)" if undecided else "") + ".", ""]
+    return [f"### {number} Replication on fresh seeds", "", *parts] if parts else []
+
+
 # The verdict summary: one line per claim of each paper, one column per task or recipe.
 MIXED_SUMMARY_CLAIMS = ["student > lower bound (KL+Ent)", "KL+Ent > KL (student)", "KL+Ent > Ent (student)",
                         "entropy > pseudo-masks (student)", "student > teacher (KL+Ent)",
@@ -615,6 +664,7 @@ def report_markdown(root: Path = ROOT) -> str:
              "settled in 1.2.", "",
              *(part for comparison in TEACHING for part in (comparison.markdown(root), "")),
              *compile_section(root),
+             *replication_section("1.6" if _committed(COMPILE_FILE, root) else "1.5", root),
              "## 2. CAMs from image tags with cross-modal equivariance (Patel & Dolz)", "",
              "### 2.1 Choosing the weights on validation data", "",
              "Each weight is chosen on validation 3-D Dice, in stages (ER per contrast, then CMER, then KL), among "

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mixseg_lite.errors import InputError
 from mixseg_lite.replicate import condition_keys, parse_seeds, replicate, verdict_kind
-from mixseg_lite.stats import Claim
+from mixseg_lite.stats import Claim, read_results
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Row a beats row b by 0.3 on every seed; c and b differ by a sign that flips with the seed.
 TINY = '''\
@@ -99,3 +102,34 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     assert "--only 'recipe': expected KEY=VALUE" in capsys.readouterr().err
     assert main(["replicate", str(sweep), "--seeds", "100-101"]) == 2
     assert "its notebook has no claim set" in capsys.readouterr().err
+
+
+def test_the_report_sets_a_committed_replication_beside_its_committed_verdicts(tmp_path):
+    """results/replicate_mixed_ablation_cardiac.csv (the fresh rows) is settled against the
+    committed file, claim by claim; here the fresh rows are the committed ones under new seed
+    numbers, so every verdict must come out the same."""
+    from mixseg_lite import reproduction
+
+    for relative in ("experiments/mixed_ablation_cardiac.yaml", "results/mixed_ablation_cardiac.csv"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes((ROOT / relative).read_bytes())
+    assert reproduction.replication_section("1.6", tmp_path) == []
+    rows = [{**row, "seed": int(row["seed"]) + 100} for row in read_results(tmp_path / "results" / "mixed_ablation_cardiac.csv")
+            if row["recipe"] == "ours"]
+    with (tmp_path / "results" / "replicate_mixed_ablation_cardiac.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    found = reproduction.replications("replicate_mixed_ablation_cardiac", tmp_path)
+    assert found and all(r.committed.verdict.startswith(("holds", "no effect")) for r in found)
+    assert all(r.agrees for r in found) and all(r.condition.startswith("recipe=ours, epochs=40") for r in found)
+    text = "\n".join(reproduction.replication_section("1.6", tmp_path))
+    assert text.startswith("### 1.6 Replication on fresh seeds")
+    assert f"{len(found)} of {len(found)} claims give the same verdict on the fresh seeds; 0 contradict it; 0 are" in text
+    # A fresh verdict that does not resolve is not a contradiction; one that resolves the other way is.
+    committed = found[0].committed
+    undecided = replace(committed, low=-1.0, high=1.0)
+    assert replace(found[0], fresh=undecided).outcome == "undecided"
+    assert replace(found[0], fresh=replace(committed, mean=-0.5, low=-0.6, high=-0.4)).outcome == "contradicts"
+    assert replace(found[0], fresh=None).outcome == "-"
+    assert "| student > teacher (KL+Ent) | dice |" in text

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mixseg_lite.claims import CAM_ABLATION_CLAIMS, CLAIMS_BY_NOTEBOOK
-from mixseg_lite.reproduction import COMPILE
+from mixseg_lite.reproduction import COMPILE, REPLICATIONS
 from mixseg_lite.stats import read_results, settle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,9 @@ SCRIPT_TABLES = {"cam_ablation_brain": (CAM_COMMAND, CAM_ABLATION_CLAIMS),
                  "compile_check_cardiac": ("python experiments/compile_check.py --out results/compile_check_cardiac.csv",
                                            COMPILE.claims)}
 RESULTS = sorted(p for p in (ROOT / "results").glob("*.csv") if p.stem not in CURVES)
-SWEPT = [p for p in RESULTS if p.stem not in SCRIPT_TABLES]
+# Fresh-seed rows written by `mixseg-lite replicate` (mixseg_lite.reproduction.REPLICATIONS).
+REPLICATED = [p for p in RESULTS if p.stem in REPLICATIONS]
+SWEPT = [p for p in RESULTS if p.stem not in SCRIPT_TABLES and p.stem not in REPLICATIONS]
 MIN_SEEDS = 5
 # Parameters that a sweep varies within a seed (e.g. both recipes, the CAM pairings and weight
 # grid): claims are settled per value, and every value needs its five seeds.
@@ -66,6 +68,17 @@ def test_each_file_has_its_sweep_file_and_command(path):
     assert f"mixseg-lite sweep experiments/{path.stem}.yaml" in readme and command in readme
     assert command in sweep.read_text(), f"{sweep.name} should name the command that regenerates {path.name}"
     assert len(yaml.safe_load(sweep.read_text())["seeds"]) >= MIN_SEEDS
+
+
+@pytest.mark.parametrize("path", REPLICATED, ids=[p.name for p in REPLICATED])
+def test_each_replication_has_its_commands_and_fresh_seeds(path):
+    setting = REPLICATIONS[path.stem]
+    readme = (ROOT / "results" / "README.md").read_text()
+    assert f"mixseg-lite replicate {setting['sweep']}" in readme
+    assert f"--csv results/{path.name}" in readme
+    fresh = {row["seed"] for row in read_results(path)}
+    committed = {row["seed"] for row in read_results(ROOT / "results" / f"{setting['committed']}.csv")}
+    assert fresh and not fresh & committed, f"{path.name}: seeds {sorted(fresh & committed)} are not fresh"
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=[p.name for p in RESULTS])
