@@ -245,7 +245,7 @@ REPLICATIONS = {
 }
 
 
-def replications(name: str, root: Path = ROOT) -> list:
+def replications(name: str, root: Path = ROOT, fresh_rows: list[dict[str, Any]] | None = None) -> list:
     """The claims of ``REPLICATIONS[name]`` settled on the committed seeds and on the fresh ones
     (``results/<name>.csv``, the rows `mixseg-lite replicate` trained), as
     :class:`mixseg_lite.replicate.Replication`."""
@@ -257,7 +257,7 @@ def replications(name: str, root: Path = ROOT) -> list:
     committed = _rows(setting["committed"], root=root)
     selected = select_claims(committed, setting["claims"], keys, setting["only"], setting["verdicts"],
                              f"results/{setting['committed']}.csv")
-    return compare(selected, _rows(name, root=root), setting["claims"], keys)
+    return compare(selected, _rows(name, root=root) if fresh_rows is None else fresh_rows, setting["claims"], keys)
 
 
 def replication_section(number: str, root: Path = ROOT) -> list[str]:
@@ -267,8 +267,9 @@ def replication_section(number: str, root: Path = ROOT) -> list[str]:
     for name, setting in REPLICATIONS.items():
         if not _committed(name, root):
             continue
-        found = replications(name, root)
-        seeds = sorted({int(row["seed"]) for row in _rows(name, root=root)})
+        fresh_rows = _rows(name, root=root)
+        found = replications(name, root, fresh_rows)
+        seeds = sorted({int(row["seed"]) for row in fresh_rows})
         rows = [replication.as_row() for replication in found]
         same = sum(r.outcome == "same" for r in found)
         undecided = [r.claim for r in found if r.outcome == "undecided"]
@@ -391,11 +392,6 @@ def cam_convergence_table(root: Path = ROOT, file: str = PHANTOM_CONVERGENCE) ->
                            "val tag accuracy stops rising at epoch"], body)
 
 
-def _run_row(run: str) -> str:
-    """A curve run's row without its budget: ``T1+T2_cam_er_er=1_epochs=24_seed0`` -> ``T1+T2_cam_er_er=1_seed0``."""
-    return "_".join(part for part in run.split("_") if not part.startswith("epochs="))
-
-
 def cam_budget_check(root: Path = ROOT, window: int = 3) -> tuple[str, list[str]]:
     """The short budget against the long curves: each row of :data:`PHANTOM_BUDGET_CHECK` (run for
     the sweep's budget, its cosine schedule over that budget) beside the same row of
@@ -403,41 +399,33 @@ def cam_budget_check(root: Path = ROOT, window: int = 3) -> tuple[str, list[str]
     the paired difference over the rows (short - long) with its 95% interval, per metric."""
     from mixseg_lite.stats import t_interval
 
-    def ends(name: str) -> dict[str, tuple[int, float, float, dict[str, Any]]]:
-        runs: dict[str, list[dict[str, Any]]] = {}
+    def ends(name: str) -> dict[tuple, dict[str, Any]]:
+        """Per row (pairing, method, weights, seed): its epochs and the end of each curve."""
+        runs: dict[tuple, list[dict[str, Any]]] = {}
         for row in _rows(name, root=root):
-            runs.setdefault(_run_row(row["run"]), []).append(row)
-        out = {}
-        for key, rows in runs.items():
-            rows.sort(key=lambda r: int(r["epoch"]))
-            last = rows[-window:]
-            out[key] = (len(rows), statistics.fmean(_float(r["val_dice_3d"]) for r in last),
-                        statistics.fmean(_float(r["val_accuracy"]) for r in last), rows[0])
-        return out
+            runs.setdefault((row["pairing"], row["method"], _weights(row), row["seed"]), []).append(row)
+        return {key: {"epochs": len(rows), **{metric: statistics.fmean(_float(r[metric]) for r in sorted(
+                    rows, key=lambda r: int(r["epoch"]))[-window:]) for metric in ("val_dice_3d", "val_accuracy")}}
+                for key, rows in runs.items()}
 
     short, long = ends(PHANTOM_BUDGET_CHECK), ends(PHANTOM_CONVERGENCE)
-    body, dice, accuracy = [], [], []
-    for key, (n, d, a, first) in short.items():
-        if key not in long:
-            continue
-        n_long, d_long, a_long, _ = long[key]
-        dice.append(d - d_long)
-        accuracy.append(a - a_long)
-        body.append([first["pairing"], first["method"], _weights(first), n, f"{d:.3f}", n_long, f"{d_long:.3f}", f"{d - d_long:+.3f}",
-                     f"{a:.3f}", f"{a_long:.3f}", f"{a - a_long:+.3f}"])
+    pairs = [(key, short[key], long[key]) for key in short if key in long]
+    body = [[pairing, method, weights, s["epochs"], f"{s['val_dice_3d']:.3f}", l["epochs"], f"{l['val_dice_3d']:.3f}",
+             f"{s['val_dice_3d'] - l['val_dice_3d']:+.3f}", f"{s['val_accuracy']:.3f}", f"{l['val_accuracy']:.3f}",
+             f"{s['val_accuracy'] - l['val_accuracy']:+.3f}"] for (pairing, method, weights, _), s, l in pairs]
     table = markdown_table(["pairing", "method", "weights", "short run: epochs", "val 3-D Dice", "long run: epochs",
                             "val 3-D Dice", "difference", "val tag accuracy (short)", "(long)", "difference"], body)
-    summary = []
-    for label, values in (("validation 3-D Dice", dice), ("validation tag accuracy", accuracy)):
+    summary, dice_high = [], math.nan
+    for label, metric in (("validation 3-D Dice", "val_dice_3d"), ("validation tag accuracy", "val_accuracy")):
+        values = [s[metric] - l[metric] for _, s, l in pairs]
         mean, low, high = t_interval(values)
         lower = sum(v < 0 for v in values)
         summary.append(f"{label}: short - long {mean:+.3f} [{low:+.3f}, {high:+.3f}] over {len(values)} rows "
                        f"({lower} lower, {len(values) - lower} not)")
-        if label.endswith("Dice"):
-            enough = high >= 0
-    budget = next(iter(short.values()))[0] if short else 0
+        dice_high = high if metric == "val_dice_3d" else dice_high
+    budget = pairs[0][1]["epochs"] if pairs else 0
     verdict = (f"the {budget}-epoch ends are not systematically below the long runs' in validation Dice (the interval "
-               "holds 0), so the sweep may train for that budget" if enough else
+               "holds 0), so the sweep may train for that budget" if dice_high >= 0 else
                f"the {budget}-epoch ends fall below the long runs' in validation Dice: that budget is too short")
     summary.append(f"Verdict: {verdict}.")
     return table, summary
