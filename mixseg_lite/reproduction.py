@@ -309,21 +309,31 @@ def mixed_summary(root: Path = ROOT) -> str:
 def cam_summary(root: Path = ROOT) -> str:
     """One column per contrast of each pairing: the procedural brains (``cam_ablation_brain``), then
     the brain phantom's once ``results/cam_ablation_phantom.csv`` exists."""
-    columns, settled = [], {}
+    columns, settled, fallback = [], {}, {}
     comparisons = [*CAM_COMPARISONS, *phantom_cam_comparisons(root)]
     for comparison in comparisons:
         for modality in comparison.key.split(", ")[0].split("+"):
             columns.append(f"{modality} ({comparison.key})")
         settled[comparison.key] = {(d.claim, d.metric): d for d in comparison.settle(root)}
-    body = []
+        fallbacks = cam_fallbacks(comparison.where["pairing"], root, comparison.file)
+        fallback[comparison.key] = {c.name for c in comparison.claims if rests_on_fallback(c, fallbacks)}
+    body, marked = [], False
     for step in CAM_SUMMARY_STEPS:
         cells = []
         for comparison in comparisons:
             pairing = comparison.key.split(", ")[0]
             for modality in pairing.split("+"):
-                cells.append(_verdict_cell(settled[comparison.key].get((f"{pairing} {modality}: {step}", "dice_3d"))))
+                name = f"{pairing} {modality}: {step}"
+                cell = _verdict_cell(settled[comparison.key].get((name, "dice_3d")))
+                if name in fallback[comparison.key] and cell != "-":
+                    cell, marked = cell + " †", True
+                cells.append(cell)
         body.append([step, *cells])
-    return markdown_table(["claim (3-D Dice)", *columns], body)
+    table = markdown_table(["claim (3-D Dice)", *columns], body)
+    if marked:
+        table += ("\n\n† rests on a weight chosen by validation Dice alone: no weight of its stage let every network "
+                  "learn its tags without flat CAMs (the report's weight tables say which networks failed).")
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,6 +441,17 @@ def cam_budget_check(root: Path = ROOT, window: int = 3) -> tuple[str, list[str]
     return table, summary
 
 
+def tried_weights(root: Path = ROOT) -> str:
+    """`` (tried: ER 1, 10, ...; CMER ...; KL ...)``: the weights of the phantom sweep's file, its
+    extensions included; empty while it is not committed."""
+    if not _committed(PHANTOM_FILE, root):
+        return ""
+    rows = _rows(PHANTOM_FILE, root=root)
+    tried = [f"{label} " + ", ".join(f"{v:g}" for v in sorted({_float(r[column]) for r in rows if r.get(column) not in ("", None)}))
+             for label, column in (("ER", "er_weight"), ("CMER", "cmer_weight"), ("KL", "kl_weight"))]
+    return f" (tried: {'; '.join(tried)})"
+
+
 def phantom_section(root: Path = ROOT) -> list[str]:
     """Sections 2.4 onwards of the report, the CAM ablation on the brain phantom: one part per
     committed file, and nothing at all (not even a heading) while none is committed."""
@@ -444,8 +465,8 @@ def phantom_section(root: Path = ROOT) -> list[str]:
         if number == 4:
             parts.extend(["The same ablation on the brain phantom (`mixseg_lite.data.phantom`: the ICBM152 2009a "
                           "anatomy, warped per subject, with a simulated tumour and contrasts from the MR signal "
-                          "equations): same task size, recipe, stages and grids, a budget chosen from validation "
-                          "curves, and one more condition of admissibility: a network whose normalised foreground "
+                          "equations): same task size, recipe and stages, a coarser grid" + tried_weights(root) + ", a "
+                          "budget chosen from validation curves, and one more condition of admissibility: a network whose normalised foreground "
                           f"CAM stays below {FLAT_CAM_LEVEL:g} everywhere (flat: the trivial minimiser of ER and "
                           "CMER, an empty mask at every threshold) on more than "
                           f"{FLAT_CAM_BOUND:g} of the training slices it predicts positive (`flat_cam_fraction`) "
@@ -476,14 +497,50 @@ def phantom_section(root: Path = ROOT) -> list[str]:
         for comparison in comparisons:
             pairing = comparison.where["pairing"]
             parts += [f"#### {pairing.replace('+', ' + ')}", "", cam_grid_table(pairing, root, PHANTOM_FILE), ""]
+            parts += fallback_texts(cam_fallbacks(pairing, root, PHANTOM_FILE))
     if _committed(PHANTOM_CURVES, root):
         heading("had training flattened?")
         parts += ["Validation tag loss after each epoch of every run, mean over the seeds, as in 2.2.", "",
                   cam_curves_table(root, PHANTOM_CURVES), ""]
     if comparisons:
         heading("the ablation at the chosen weights")
-        parts += [part for comparison in comparisons for part in (comparison.markdown(root), "")]
+        for comparison in comparisons:
+            parts += [comparison.markdown(root), ""]
+            fallbacks = cam_fallbacks(comparison.where["pairing"], root, PHANTOM_FILE)
+            resting = [c.name for c in comparison.claims if rests_on_fallback(c, fallbacks) and c.metric == "dice_3d"]
+            if resting:
+                parts += ["These claims compare rows trained at a weight chosen without an admissible alternative "
+                          "(2.5 names the networks that failed there, in either contrast), so read their verdicts as "
+                          "provisional: " + "; ".join(resting) + ".", ""]
     return parts
+
+
+def fallback_stages(fallbacks: list[CamWeight]) -> list[tuple[str, float, list[str]]]:
+    """Per stage whose choice is a fallback (:func:`cam_fallbacks`): its name (e.g. ``"the ER weight
+    of T1"``), the weight taken, and the networks that failed at it (both contrasts for CMER and KL)."""
+    stages: dict[tuple, list[CamWeight]] = {}
+    for w in fallbacks:
+        stages.setdefault((w.method, w.modality if w.method == "cam_er" else ""), []).append(w)
+    out = []
+    for (method, modality), members in stages.items():
+        stage, column = {"cam_er": (f"the ER weight of {modality}", "er_weight"),
+                         "cam_er_cmer": ("the CMER weight", "cmer_weight"),
+                         "cam_er_cmer_kl": ("the KL weight", "kl_weight")}[method]
+        failing = [f"{w.modality} {label} {', '.join(ids)}" for w in members
+                   for label, ids in (("tags not learnt:", w.not_learnt), ("flat CAMs:", w.flat)) if ids]
+        out.append((stage, _float(members[0].members[0][column]), failing))
+    return out
+
+
+def fallback_texts(fallbacks: list[CamWeight]) -> list[str]:
+    """One paragraph per stage whose choice is a fallback: the weight taken, and the networks that
+    failed at it."""
+    texts = []
+    for stage, weight, failing in fallback_stages(fallbacks):
+        texts += [f"**No admissible weight for {stage}.** Every weight tried let some network fail, so the sweep took "
+                  f"the one with the best validation Dice, {weight:g}, where: {'; '.join(failing)}. The claims resting "
+                  "on it are listed under the ablation below and marked † in the summary.", ""]
+    return texts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,27 +553,41 @@ def _weights(row: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-def cam_grid_table(pairing: str, root: Path = ROOT, file: str = "cam_ablation_brain") -> str:
-    """Every weight tried for ``pairing``: validation 3-D Dice (what chose), test 3-D Dice (shown,
-    never used to choose), the networks that did not learn their tags, and the weights chosen.
+@dataclass(frozen=True)
+class CamWeight:
+    """One weight setting of one row of the CAM ablation, over its seeds: what :func:`cam_grid_table`
+    shows and :func:`cam_fallbacks` reads."""
+
+    method: str
+    modality: str
+    weights: str
+    members: list
+    not_learnt: list        # "seed s" of the networks that did not learn their tags
+    flat: list              # "seed s (fraction)" of those that did, with too many flat CAMs
+    admissible: bool        # no network of its stage failed (per contrast for ER, the pairing otherwise)
+    chosen: bool
+
+
+def cam_weights(pairing: str, root: Path = ROOT, file: str = "cam_ablation_brain") -> list[CamWeight]:
+    """Every weight tried for ``pairing`` in ``results/<file>.csv``, in the ablation's order.
 
     A weight is admissible when every network trained under it learnt its tags: per contrast for
     the ER weight (chosen per contrast), over both contrasts of the pairing for the others. When the
     file records ``flat_cam_fraction`` (the brain phantom), a network must also have a flat CAM on
     at most ``mixseg_lite.train.cam.FLAT_CAM_BOUND`` of its predicted-positive training slices
-    (``cam_admissible``), and a column lists the networks above it."""
+    (``cam_admissible``)."""
     from mixseg_lite.train.cam import FLAT_CAM_BOUND, cam_admissible, learnt_tags
 
     rows = _rows(file, {"pairing": pairing}, root)
     flat_rule = bool(rows) and "flat_cam_fraction" in rows[0]
 
+    def learnt(m: dict[str, Any]) -> bool:
+        return learnt_tags(_float(m["train_accuracy"]), _float(m["train_majority"]))
+
     def flat(m: dict[str, Any]) -> bool:  # learnt its tags, but too many flat CAMs
         fraction = None if m.get("flat_cam_fraction") in ("", None) else _float(m["flat_cam_fraction"])
-        return learnt_tags(_float(m["train_accuracy"]), _float(m["train_majority"])) and not cam_admissible(
+        return flat_rule and learnt(m) and not cam_admissible(
             _float(m["train_accuracy"]), _float(m["train_majority"]), fraction, FLAT_CAM_BOUND)
-
-    def fails(m: dict[str, Any]) -> bool:
-        return not learnt_tags(_float(m["train_accuracy"]), _float(m["train_majority"])) or (flat_rule and flat(m))
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
@@ -527,26 +598,59 @@ def cam_grid_table(pairing: str, root: Path = ROOT, file: str = "cam_ablation_br
         own = {w: members[0].get(w) for w in CAM_WEIGHTS if method == "cam_er" or w != "er_weight"}
         return (method, modality if method == "cam_er" else "", tuple(sorted(own.items())))
 
-    failed: dict[tuple, list[str]] = {}
+    failed: dict[tuple, int] = {}
     for (method, modality, _), members in groups.items():
-        failed.setdefault(stage(method, modality, members), []).extend(
-            f"{modality} seed {m['seed']}" for m in members if fails(m))
+        key = stage(method, modality, members)
+        failed[key] = failed.get(key, 0) + sum(not learnt(m) or flat(m) for m in members)
     rank = {m: i for i, m in enumerate(CAM_ORDER)}
-    body = []
-    for (method, modality, weights), members in sorted(groups.items(), key=lambda kv: (rank.get(kv[0][0], 99), kv[0][1])):
-        own = [f"seed {m['seed']}" for m in members
-               if not learnt_tags(_float(m["train_accuracy"]), _float(m["train_majority"]))]
-        admissible = not failed[stage(method, modality, members)]
-        chosen = any(m["chosen"] == "True" for m in members)
-        flat_cell = [", ".join(f"seed {m['seed']} ({_float(m['flat_cam_fraction']):.2f})" for m in members if flat(m))
-                     or "none"] if flat_rule else []
-        body.append([method, modality, weights, len(members),
-                     _mean_sd([_float(m["val_dice_3d"]) for m in members]),
-                     _mean_sd([_float(m["dice_3d"]) for m in members]),
-                     ", ".join(own) or "none", *flat_cell, "yes" if admissible else "no", "**yes**" if chosen else ""])
+    return [CamWeight(method, modality, weights, members,
+                      [f"seed {m['seed']}" for m in members if not learnt(m)],
+                      [f"seed {m['seed']} ({_float(m['flat_cam_fraction']):.2f})" for m in members if flat(m)],
+                      not failed[stage(method, modality, members)], any(m["chosen"] == "True" for m in members))
+            for (method, modality, weights), members in sorted(groups.items(),
+                                                               key=lambda kv: (rank.get(kv[0][0], 99), kv[0][1]))]
+
+
+def cam_grid_table(pairing: str, root: Path = ROOT, file: str = "cam_ablation_brain") -> str:
+    """Every weight tried for ``pairing`` (:func:`cam_weights`): validation 3-D Dice (what chose),
+    test 3-D Dice (shown, never used to choose), the networks that did not learn their tags (and,
+    where the file records it, those with flat CAMs), whether the weight is admissible, and the
+    weights chosen."""
+    from mixseg_lite.train.cam import FLAT_CAM_BOUND
+
+    tried = cam_weights(pairing, root, file)
+    flat_rule = any("flat_cam_fraction" in w.members[0] for w in tried)
+    body = [[w.method, w.modality, w.weights, len(w.members), _mean_sd([_float(m["val_dice_3d"]) for m in w.members]),
+             _mean_sd([_float(m["dice_3d"]) for m in w.members]), ", ".join(w.not_learnt) or "none",
+             *([", ".join(w.flat) or "none"] if flat_rule else []), "yes" if w.admissible else "no",
+             "**yes**" if w.chosen else ""] for w in tried]
     flat_header = [f"networks with flat CAMs on > {FLAT_CAM_BOUND:g} of their positive slices"] if flat_rule else []
     return markdown_table(["method", "modality", "weights", "seeds", "val 3-D Dice (chose)", "test 3-D Dice (shown)",
                            "networks that did not learn their tags", *flat_header, "weight admissible", "chosen"], body)
+
+
+CAM_STAGES = ["cam_er", "cam_er_cmer", "cam_er_cmer_kl"]  # each stage builds on the weights chosen before it
+
+
+def cam_fallbacks(pairing: str, root: Path = ROOT, file: str = "cam_ablation_brain") -> list[CamWeight]:
+    """The chosen weights of ``pairing`` that are not admissible: no weight of their stage was, and the
+    sweep fell back to the best validation Dice (``experiments/cam_ablation.py`` warns)."""
+    return [w for w in cam_weights(pairing, root, file) if w.chosen and not w.admissible and w.method in CAM_STAGES]
+
+
+def rests_on_fallback(claim, fallbacks: list[CamWeight]) -> bool:
+    """Whether either row of a CAM claim was trained at, or after, a stage whose choice is a
+    fallback: an ER fallback of one contrast reaches every later row of that contrast, a CMER or KL
+    fallback (one weight for the pairing) every later row of both."""
+    for row in (claim.better, claim.worse):
+        method = row.get("method")
+        if method not in CAM_STAGES:
+            continue
+        for w in fallbacks:
+            later = CAM_STAGES.index(method) >= CAM_STAGES.index(w.method)
+            if later and (w.method != "cam_er" or row.get("modality") == w.modality):
+                return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -692,7 +796,9 @@ def readme_block(root: Path = ROOT) -> str:
     return "\n".join([README_BEGIN, "",
                       "Mixed supervision (Liu et al.), student Dice; difference of the paired means in brackets:", "",
                       mixed_summary(root), "",
-                      "CAMs with equivariance (Patel & Dolz), 3-D Dice:", "",
+                      "CAMs with equivariance (Patel & Dolz), 3-D Dice, on the procedural brains"
+                      + (" and (columns marked phantom) on the brain phantom:" if phantom_cam_comparisons(root) else ":"),
+                      "",
                       cam_summary(root), "", README_END])
 
 
