@@ -23,7 +23,10 @@ def test_generated_documents_are_in_sync_with_results():
 
 
 def copy_of_the_project(tmp_path: Path) -> Path:
+    """What the documents are written from: results/, the sweep files (a replication reads the
+    conditions of its sweep) and the documents themselves."""
     shutil.copytree(ROOT / "results", tmp_path / "results")
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     (tmp_path / "docs").mkdir()
     for relative in (reproduction.README, reproduction.REPORT):
         shutil.copyfile(ROOT / relative, tmp_path / relative)

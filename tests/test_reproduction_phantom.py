@@ -30,6 +30,7 @@ def root(tmp_path_factory) -> Path:
     the same rows plus flat-CAM fractions (one network flat on 90 % of its positive slices)."""
     root = tmp_path_factory.mktemp("project")
     shutil.copytree(ROOT / "results", root / "results", ignore=shutil.ignore_patterns("*phantom*.csv"))
+    shutil.copytree(ROOT / "experiments", root / "experiments", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     (root / "docs").mkdir()
     for relative in (reproduction.README, reproduction.REPORT):
         shutil.copyfile(ROOT / relative, root / relative)
@@ -113,8 +114,8 @@ def test_the_budget_check_compares_the_ends_of_the_short_and_long_runs(tmp_path)
 def test_a_fallback_choice_is_named_and_the_claims_resting_on_it_are_marked(root, tmp_path):
     """When no weight of a stage is admissible the sweep takes the best validation Dice anyway; the
     report must say so, and mark every claim whose rows were trained at or after that stage."""
-    shutil.copytree(root / "results", tmp_path / "results")
-    shutil.copytree(root / "docs", tmp_path / "docs")
+    for folder in ("results", "docs", "experiments"):
+        shutil.copytree(root / folder, tmp_path / folder)
     for relative in (reproduction.README,):
         shutil.copyfile(root / relative, tmp_path / relative)
     path = tmp_path / "results" / "cam_ablation_phantom.csv"
