@@ -315,8 +315,7 @@ def cam_summary(root: Path = ROOT) -> str:
         for modality in comparison.key.split(", ")[0].split("+"):
             columns.append(f"{modality} ({comparison.key})")
         settled[comparison.key] = {(d.claim, d.metric): d for d in comparison.settle(root)}
-        fallbacks = cam_fallbacks(comparison.where["pairing"], root, comparison.file)
-        fallback[comparison.key] = {c.name for c in comparison.claims if rests_on_fallback(c, fallbacks)}
+        fallback[comparison.key] = {c.name for c in claims_on_fallback(comparison, root)}
     body, marked = [], False
     for step in CAM_SUMMARY_STEPS:
         cells = []
@@ -506,8 +505,7 @@ def phantom_section(root: Path = ROOT) -> list[str]:
         heading("the ablation at the chosen weights")
         for comparison in comparisons:
             parts += [comparison.markdown(root), ""]
-            fallbacks = cam_fallbacks(comparison.where["pairing"], root, PHANTOM_FILE)
-            resting = [c.name for c in comparison.claims if rests_on_fallback(c, fallbacks) and c.metric == "dice_3d"]
+            resting = [c.name for c in claims_on_fallback(comparison, root) if c.metric == "dice_3d"]
             if resting:
                 parts += ["These claims compare rows trained at a weight chosen without an admissible alternative "
                           "(2.5 names the networks that failed there, in either contrast), so read their verdicts as "
@@ -651,6 +649,12 @@ def rests_on_fallback(claim, fallbacks: list[CamWeight]) -> bool:
             if later and (w.method != "cam_er" or row.get("modality") == w.modality):
                 return True
     return False
+
+
+def claims_on_fallback(comparison: Comparison, root: Path = ROOT) -> list:
+    """The claims of a CAM comparison that rest on a fallback choice of its pairing (:func:`rests_on_fallback`)."""
+    fallbacks = cam_fallbacks(comparison.where["pairing"], root, comparison.file)
+    return [claim for claim in comparison.claims if rests_on_fallback(claim, fallbacks)]
 
 
 # ---------------------------------------------------------------------------------------------
