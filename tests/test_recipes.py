@@ -64,8 +64,8 @@ def test_the_authors_recipe_is_their_documented_command_and_the_defaults_stay_re
 def test_a_step_of_the_authors_recipe_sees_a_weak_batch_five_times_the_full_one(monkeypatch):
     import mixseg_lite.train.mixed as mixed
 
-    volumes = make_cardiac_volumes(4, n_slices=3, size=32, seed=0)
-    splits = split_volumes(volumes, {"full": 1, "weak": 2, "val": 1}, seed=0)
+    volumes = make_cardiac_volumes(6, n_slices=3, size=32, seed=0)
+    splits = split_volumes(volumes, {"full": 1, "weak": 4, "val": 1}, seed=0)  # 12 D_w slices >= 10
     drawn = []
     real = mixed.index_batches
 
@@ -74,10 +74,21 @@ def test_a_step_of_the_authors_recipe_sees_a_weak_batch_five_times_the_full_one(
         return real(n, batch_size, generator, skip)
 
     monkeypatch.setattr(mixed, "index_batches", spy)
+    seen = []
+    real_forward = mixed.DualBranchUNet.forward
+
+    def forward_spy(self, x):
+        if self.training:
+            seen.append(x.shape[0])
+        return real_forward(self, x)
+
+    monkeypatch.setattr(mixed.DualBranchUNet, "forward", forward_spy)
     train_mixed(splits["full"], splits["weak"], splits["val"],
                 MixedConfig(recipe="authors", epochs=1, steps_per_epoch=1, batch_size=2, base_width=4, depth=2,
-                            progress=False))
+                            compile=False, progress=False))
     assert drawn == [2, 10]  # D_s batch, then D_w batch = 5 x 2
+    # and the network's training step takes them all: cat(x_s, x_s, x_w) = 2 + 2 + 10 slices
+    assert seen and set(seen) == {14}
 
 
 def test_ours_recipe_keeps_our_values_and_explicit_values_win():
