@@ -17,6 +17,11 @@ then the sweep at that budget::
     python experiments/cam_ablation.py --dataset brain_phantom --curves-only --epochs 24 --workers 2 --out results/cam_budget_check_phantom.csv
     python experiments/cam_ablation.py --dataset brain_phantom --epochs 24 --grid coarse --workers 2 --out results/cam_ablation_phantom.csv
 
+More seeds for the claims, the weights still chosen on seeds 0-4 (``--extra-seeds``: only the rows
+at the chosen weights are trained on the new seeds; column ``choosing_seed``)::
+
+    python experiments/cam_ablation.py --dataset brain_phantom --epochs 24 --grid coarse --extra-seeds 5 6 7 8 9 --workers 2 --out results/cam_ablation_phantom.csv
+
 The weights are chosen in three stages, each on the validation volumes only (mean validation 3-D
 Dice over the seeds; ties go to the smaller weight), among the weights under which every network of
 every seed learnt its tags (beats the majority answer on its training slices,
@@ -338,6 +343,16 @@ def weight_stage(runs: list, method: str, name: str, chosen: dict, args, per_mod
     return new
 
 
+def chosen_jobs(chosen: dict, pairings: list, seeds: list[int]) -> list:
+    """The runs of the chosen weights only, one per row of the ablation, pairing and seed: the
+    rows the claims compare (``--extra-seeds``). The ER weights may differ per modality: one run
+    trains each network at its own (ER acts on each network alone)."""
+    keys = {"cam": (), "cam_er": ("er_weight",), "cam_er_cmer": ("er_weight", "cmer_weight"),
+            "cam_er_cmer_kl": ("er_weight", "cmer_weight", "kl_weight"), "supervised": ("supervised_class_balance",)}
+    return [(p, method, {k: chosen[p][k] for k in names}, s)
+            for s in seeds for p in pairings for method, names in keys.items()]
+
+
 def curve_rows() -> list[tuple[str, dict]]:
     """The rows whose curves choose the budget: every row at the paper's weights (the supervised
     bound at the middle of its class-balance grid), and ER and CMER at the top of their grids
@@ -406,6 +421,9 @@ def main() -> None:
     parser.add_argument("--flat-bound", type=float, default=None,
                         help="admit a weight only when every network has a flat CAM on at most this share of its "
                              "predicted-positive training slices (default 0.5 on brain_phantom, off on simulated_brain)")
+    parser.add_argument("--extra-seeds", type=int, nargs="+", default=None,
+                        help="after choosing the weights on --seeds, train only the chosen rows on these seeds "
+                             "too (column choosing_seed False): more seeds for the claims, the choice unchanged")
     parser.add_argument("--curves-only", action="store_true",
                         help="only the long validation curves of seed 0 that choose --epochs")
     args = parser.parse_args()
@@ -446,8 +464,10 @@ def main() -> None:
         chosen[p]["supervised_class_balance"] = choose(runs, p, "supervised", {}, "supervised_class_balance",
                                                        values=balances, flat_bound=args.flat_bound)
 
+    extra = run_stage(chosen_jobs(chosen, args.pairings, args.extra_seeds or []), args.runs, args.workers, args.plan)
+
     rows, curves_rows = [], []
-    for (pairing, method, weights, seed), run in runs:
+    for (pairing, method, weights, seed), run in [*runs, *extra]:
         for row in run["rows"]:
             if row["method"] == "empty" and method != "cam":
                 continue  # one empty baseline per pairing and seed
@@ -458,11 +478,13 @@ def main() -> None:
                    else None for k in (*PAPER, *SUPERVISED_GRID)}
             best = {k: (v[m] if isinstance(v, dict) else v) for k, v in chosen[pairing].items()} if m != "-" else {}
             is_chosen = all(best[k] == own[k] for k in weights) if m != "-" else True
-            rows.append({"pairing": "+".join(pairing), "seed": seed, **own, "chosen": is_chosen, **row})
+            rows.append({"pairing": "+".join(pairing), "seed": seed, **own, "chosen": is_chosen,
+                         "choosing_seed": seed in args.seeds, **row})
         curves_rows += [{"pairing": "+".join(pairing), "method": method,
                          "run": run_name(pairing, method, weights, seed, args.plan), "seed": seed, **entry}
                         for entry in run["log"]]
-    columns = [*COLUMNS, *(FLAT_COLUMNS if args.flat_bound is not None else [])]
+    columns = [*COLUMNS, *(FLAT_COLUMNS if args.flat_bound is not None else []),
+               *(["choosing_seed"] if args.extra_seeds else [])]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")

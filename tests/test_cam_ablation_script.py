@@ -58,6 +58,27 @@ def test_weights_are_chosen_on_validation_and_finished_runs_are_reused(ablation,
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")} == stamps
 
 
+def test_extra_seeds_train_only_the_chosen_rows_and_leave_the_choice_alone(ablation, tmp_path, monkeypatch):
+    rows = _run(ablation, tmp_path, monkeypatch)
+    chosen = {(r["method"], r["modality"], r["er_weight"], r["cmer_weight"], r["kl_weight"],
+               r["supervised_class_balance"]) for r in rows if r["chosen"] == "True"}
+    out = tmp_path / "cam.csv"
+    monkeypatch.setattr(sys, "argv", ["cam_ablation.py", "--out", str(out), "--runs", str(tmp_path / "runs"),
+                                      "--workers", "1", "--extra-seeds", "7"])
+    ablation.main()
+    with out.open() as handle:
+        extended = list(csv.DictReader(handle))
+    old = [r for r in extended if r["seed"] != "7"]
+    assert [{k: v for k, v in r.items() if k != "choosing_seed"} for r in old] == rows
+    assert {r["choosing_seed"] for r in old} == {"True"}
+    new = [r for r in extended if r["seed"] == "7"]
+    assert {r["choosing_seed"] for r in new} == {"False"} and all(r["chosen"] == "True" for r in new)
+    # one row per ablation row and modality (and the empty masks), each at the weights chosen on seeds 0-1
+    assert len(new) == 1 + 2 * 5
+    assert {(r["method"], r["modality"], r["er_weight"], r["cmer_weight"], r["kl_weight"],
+             r["supervised_class_balance"]) for r in new} <= chosen
+
+
 def test_a_weight_chosen_at_the_top_of_its_grid_gets_one_more_value(ablation, tmp_path, monkeypatch):
     # One-value grids: their only value is always the top one, so both get extended by EXTEND.
     monkeypatch.setattr(ablation, "GRID", {"er_weight": [1.0], "cmer_weight": [1.0], "kl_weight": [0.5]})
