@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(PLANS), default="simulated_cardiac")
     parser.add_argument("--out", default="results/mixed_convergence_cardiac.csv")
     parser.add_argument("--retrain", action="store_true", help="train the curves already in --out again")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="only these rows of the plan (e.g. to share the curves between two processes)")
     parser.add_argument("--runs", default="runs/mixed_convergence")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -89,7 +91,7 @@ def main() -> None:
     # the slowest curves first, so that two workers finish together
     jobs = sorted([(args.dataset, recipe, lr, method, seed, epochs, Path(args.runs))
                    for recipe, lr, epochs, methods in PLANS[args.dataset] for method in methods
-                   for seed in args.seeds
+                   for seed in args.seeds if args.methods is None or method in args.methods
                    if curve_key(recipe, lr if lr is not None else RECIPES[recipe]["lr"], method, seed) not in done],
                   key=lambda job: -job[5] * (job[3] != "lower_bound"))
     with ProcessPoolExecutor(args.workers) as pool:
