@@ -7,10 +7,12 @@ import math
 from pathlib import Path
 
 
-def write_metrics(output_dir: str | Path, rows: list[dict], params: dict) -> Path:
+def write_metrics(output_dir: str | Path, rows: list[dict], params: dict, speed: dict | None = None) -> Path:
     """Write ``{"rows": rows, "params": params, "machine": ...}`` to ``output_dir/metrics.json``
     and return its path. ``machine`` records the CPU features, thread count and versions the
-    numbers came from (:func:`mixseg_lite.hardware.machine_info`).
+    numbers came from (:func:`mixseg_lite.hardware.machine_info`); ``speed``, when given, what each
+    run's hardware choices resolved to and why (``TrainResult.speed``: memory format, autocast,
+    torch.compile), kept beside the rows so that the results table does not change shape.
 
     Only JSON-friendly scalars belong in rows; nested dicts are kept as they are.
     """
@@ -19,7 +21,7 @@ def write_metrics(output_dir: str | Path, rows: list[dict], params: dict) -> Pat
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "metrics.json"
-    record = {"rows": rows, "params": params, "machine": machine_info()}
+    record = {"rows": rows, "params": params, "machine": machine_info(), **({"speed": speed} if speed else {})}
     path.write_text(json.dumps(record, indent=2, default=_jsonable) + "\n")
     return path
 

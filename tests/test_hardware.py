@@ -31,6 +31,10 @@ def test_metrics_json_records_the_machine(tmp_path):
     path = write_metrics(tmp_path, [{"method": "kl", "dice": 0.5}], {"seed": 0})
     record = json.loads(path.read_text())
     assert record["machine"]["threads"] >= 1 and "avx2" in record["machine"]
+    assert "speed" not in record
+    speed = {"kl": {"compile": True, "compile_reason": "pays back", "channels_last": False}}
+    record = json.loads(write_metrics(tmp_path, [{"method": "kl", "dice": 0.5}], {"seed": 0}, speed=speed).read_text())
+    assert record["speed"] == speed and record["rows"] == [{"method": "kl", "dice": 0.5}]
 
 
 def test_thread_count_is_capped_by_omp_num_threads(monkeypatch):

@@ -144,3 +144,30 @@ def test_the_authors_command_takes_the_authors_column_once_committed_and_is_pair
     report = reproduction.report_markdown(root)
     assert "Default simulated cardiac task, the authors' documented command" in report
     assert "Default simulated cardiac task, the authors' script at its argparse defaults" in report
+
+
+def test_collapse_epoch_finds_where_a_learnt_structure_is_lost():
+    assert reproduction.collapse_epoch([0.1, 0.6, 0.8, 0.7, 0.75, 0.72]) is None  # keeps most of its best
+    assert reproduction.collapse_epoch([0.1, 0.8, 0.7, 0.3, 0.1, 0.05]) == 5  # running mean < 0.4 at epoch 5
+    assert reproduction.collapse_epoch([0.9, 0.1, 0.1, 0.1]) == 2  # right after the best
+    assert reproduction.collapse_epoch([]) is None
+
+
+def test_the_lv_learning_rate_section_appears_with_its_curves_and_states_what_they_show(tmp_path):
+    import csv
+
+    (tmp_path / "results").mkdir()
+    assert reproduction.lv_learning_rate_section(tmp_path) == []
+    rows = [{"recipe": "authors", "lr": 1e-4, "method": method, "seed": 0, "epoch": epoch + 1, "val_dice": value}
+            for method, values in (("lower_bound", [0.2, 0.5, 0.7, 0.7]), ("kl", [0.3, 0.8, 0.2, 0.1]),
+                                   ("kl_ent", [0.3, 0.6, 0.7, 0.68]))
+            for epoch, value in enumerate(values)]
+    with (tmp_path / "results" / f"{reproduction.LV_CONVERGENCE}.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    text = "\n".join(reproduction.lv_learning_rate_section(tmp_path))
+    assert "| authors | 0.0001 | kl | 0 | 4 | 2 | 0.800 | 0.100 |" in text
+    assert "kl (seed 0) peaks at epoch 2 (0.800) and falls below half of it at epoch 3" in text
+    assert "kl_ent (seed 0) peaks at epoch 3 (0.700) and keeps at least half of it to epoch 4 (0.680)" in text
+    assert "lower_bound (seed 0)" not in text
