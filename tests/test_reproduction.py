@@ -138,7 +138,7 @@ def test_the_authors_command_takes_the_authors_column_once_committed_and_is_pair
     assert "cardiac, authors' command" in keys and "cardiac, authors' defaults" not in keys
     assert keys.index("cardiac, authors' command") == keys.index("cardiac, ours") + 1
     section = "\n".join(reproduction.recipe_change_section(root))
-    assert "#### Default simulated cardiac task" in section
+    assert "##### Default simulated cardiac task" in section
     assert "| command > defaults: KL+Ent | dice | 5 |" in section and "+0.050" in section
     assert "| command > defaults: KL | dice | 5 |" in section
     report = reproduction.report_markdown(root)
