@@ -158,7 +158,8 @@ def test_the_lv_learning_rate_section_appears_with_its_curves_and_states_what_th
 
     (tmp_path / "results").mkdir()
     assert reproduction.lv_learning_rate_section(tmp_path) == []
-    rows = [{"recipe": "authors", "lr": 1e-4, "method": method, "seed": 0, "epoch": epoch + 1, "val_dice": value}
+    rows = [{"recipe": "authors", "lr": 1e-4, "method": method, "seed": 0, "epoch": epoch + 1, "val_dice": value,
+             "val_dice_teacher": 0.5 if method == "kl" else value, "val_dice_student": "" if method == "lower_bound" else value}
             for method, values in (("lower_bound", [0.2, 0.5, 0.7, 0.7]), ("kl", [0.3, 0.8, 0.2, 0.1]),
                                    ("kl_ent", [0.3, 0.6, 0.7, 0.68]))
             for epoch, value in enumerate(values)]
@@ -167,7 +168,8 @@ def test_the_lv_learning_rate_section_appears_with_its_curves_and_states_what_th
         writer.writeheader()
         writer.writerows(rows)
     text = "\n".join(reproduction.lv_learning_rate_section(tmp_path))
-    assert "| authors | 0.0001 | kl | 0 | 4 | 2 | 0.800 | 0.100 |" in text
-    assert "kl (seed 0) peaks at epoch 2 (0.800) and falls below half of it at epoch 3" in text
-    assert "kl_ent (seed 0) peaks at epoch 3 (0.700) and keeps at least half of it to epoch 4 (0.680)" in text
-    assert "lower_bound (seed 0)" not in text
+    assert "| authors | 0.0001 | kl | student | 0 | 4 | 2 | 0.800 | 0.100 |" in text
+    assert "kl student (seed 0) peaks at epoch 2 (0.800) and falls below half of it at epoch 3 (0.100 at epoch 4)" in text
+    assert "kl teacher (seed 0) peaks at epoch 1 (0.500) and keeps at least half of it to epoch 4 (0.500)" in text
+    assert "kl_ent student (seed 0) peaks at epoch 3 (0.700) and keeps at least half of it to epoch 4 (0.680)" in text
+    assert "lower_bound teacher (seed 0)" in text and "lower_bound student" not in text

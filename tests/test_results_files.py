@@ -20,6 +20,9 @@ PHANTOM_COMMAND = ("python experiments/cam_ablation.py --dataset brain_phantom -
                    "--out results/cam_ablation_phantom.csv")
 CURVES = {"mixed_convergence_cardiac": ("python experiments/mixed_convergence.py --out results/mixed_convergence_cardiac.csv",
                                         {"recipe", "method", "epoch", "val_dice"}),
+          "mixed_convergence_cardiac_lv": ("python experiments/mixed_convergence.py --dataset simulated_cardiac_lv "
+                                           "--out results/mixed_convergence_cardiac_lv.csv",
+                                           {"recipe", "lr", "method", "epoch", "val_dice_teacher", "val_dice_student"}),
           "cam_ablation_brain_curves": (CAM_COMMAND, {"pairing", "method", "run", "seed", "epoch", "cls",
                                                          "val_loss", "val_accuracy"}),
           "cam_convergence_phantom": ("python experiments/cam_ablation.py --dataset brain_phantom --curves-only "
