@@ -69,6 +69,11 @@ def train_curve(dataset: str, recipe: str, lr: float | None, method: str, seed: 
     return path
 
 
+def learning_rate(recipe: str, lr: float | None) -> float:
+    """A plan's learning rate: its own, or its recipe's (None)."""
+    return lr if lr is not None else RECIPES[recipe]["lr"]
+
+
 def curve_key(recipe: str, lr, method: str, seed) -> tuple:
     """One curve's identity, the same whether read from the CSV (strings) or the plan."""
     return recipe, float(lr), method, int(seed)
@@ -85,14 +90,16 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    # the slowest curves first, so that two workers finish together
-    kept = [] if args.retrain or not Path(args.out).exists() else list(csv.DictReader(open(args.out)))
+    kept = []
+    if not args.retrain and Path(args.out).exists():
+        with open(args.out, newline="") as handle:
+            kept = list(csv.DictReader(handle))
     done = {curve_key(row["recipe"], row["lr"], row["method"], row["seed"]) for row in kept}
     # the slowest curves first, so that two workers finish together
     jobs = sorted([(args.dataset, recipe, lr, method, seed, epochs, Path(args.runs))
                    for recipe, lr, epochs, methods in PLANS[args.dataset] for method in methods
                    for seed in args.seeds if args.methods is None or method in args.methods
-                   if curve_key(recipe, lr if lr is not None else RECIPES[recipe]["lr"], method, seed) not in done],
+                   if curve_key(recipe, learning_rate(recipe, lr), method, seed) not in done],
                   key=lambda job: -job[5] * (job[3] != "lower_bound"))
     with ProcessPoolExecutor(args.workers) as pool:
         paths = list(pool.map(train_curve, *zip(*jobs))) if jobs else []
@@ -100,7 +107,7 @@ def main() -> None:
     for (_, recipe, lr, method, seed, _, _), path in zip(jobs, paths):
         for record in json.loads(path.read_text()):
             # val_dice: the branch the row reports (the student; the teacher for the bound)
-            rows.append({"recipe": recipe, "lr": lr if lr is not None else RECIPES[recipe]["lr"], "method": method,
+            rows.append({"recipe": recipe, "lr": learning_rate(recipe, lr), "method": method,
                          "seed": seed, "epoch": record["epoch"],
                          "val_dice": record.get("val_dice_student", record.get("val_dice_teacher")),
                          "val_dice_teacher": record.get("val_dice_teacher", ""),

@@ -182,11 +182,11 @@ def mixed_comparisons(root: Path = ROOT) -> list[Comparison]:
 def summary_comparisons(root: Path = ROOT) -> list[Comparison]:
     """The verdict table's columns: per task, our recipe and the authors' recipe, which is their
     documented command where it is committed and their script's defaults before (report 1.2 has both)."""
-    present = {c.key for c in mixed_comparisons(root)}
+    present = {c.key: c for c in mixed_comparisons(root)}
     chosen = []
     for key, _, _ in MIXED_TASKS:
-        authors = f"{key}, authors' command" if f"{key}, authors' command" in present else f"{key}, authors' defaults"
-        chosen += [c for c in MIXED_COMPARISONS if c.key in (f"{key}, ours", authors) and c.key in present]
+        authors = present.get(f"{key}, authors' command") or present.get(f"{key}, authors' defaults")
+        chosen += [c for c in (present.get(f"{key}, ours"), authors) if c is not None]
     return chosen
 
 
@@ -437,22 +437,37 @@ def lv_curves(root: Path = ROOT) -> dict[tuple, list[float]]:
     return {key: [curve[e] for e in sorted(curve)] for key, curve in curves.items()}
 
 
+def lv_curve_summaries(root: Path = ROOT) -> list[dict[str, Any]]:
+    """One summary per curve of :func:`lv_curves`: its key, epochs, best epoch and value, last
+    value, the epoch it stops rising (``flattening_epoch``) and the epoch it collapses
+    (:func:`collapse_epoch`, None: never). The report's table and notebook 02 print these."""
+    from mixseg_lite.train.cam import flattening_epoch
+
+    summaries = []
+    for (recipe, lr, method, seed, branch), dice in lv_curves(root).items():
+        best = max(range(len(dice)), key=lambda i: dice[i])
+        summaries.append({"recipe": recipe, "lr": lr, "method": method, "branch": branch, "seed": seed,
+                          "epochs": len(dice), "best epoch": best + 1, "best val Dice": dice[best],
+                          "last val Dice": dice[-1], "stops rising at": flattening_epoch(dice),
+                          "collapse": collapse_epoch(dice)})
+    return summaries
+
+
 def lv_learning_rate_section(root: Path = ROOT) -> list[str]:
     """The binary LV rows at the authors' lr 1e-4 (their command's step count): does the KL
     students' collapse at 1e-3 go away or come later? Nothing before the curves are committed."""
-    from mixseg_lite.train.cam import flattening_epoch
-
     if not _committed(LV_CONVERGENCE, root):
         return []
     body, answers = [], []
-    for (recipe, lr, method, seed, branch), dice in lv_curves(root).items():
-        best = max(range(len(dice)), key=lambda i: dice[i])
-        fell = collapse_epoch(dice)
-        body.append([recipe, lr, method, branch, seed, len(dice), best + 1, f"{dice[best]:.3f}", f"{dice[-1]:.3f}",
-                     flattening_epoch(dice) or "-", fell or "never"])
-        answers.append(f"{method} {branch} (seed {seed}) peaks at epoch {best + 1} ({dice[best]:.3f}) and "
-                       + (f"falls below half of it at epoch {fell} ({dice[-1]:.3f} at epoch {len(dice)})" if fell else
-                          f"keeps at least half of it to epoch {len(dice)} ({dice[-1]:.3f})"))
+    for c in lv_curve_summaries(root):
+        body.append([c["recipe"], c["lr"], c["method"], c["branch"], c["seed"], c["epochs"], c["best epoch"],
+                     f"{c['best val Dice']:.3f}", f"{c['last val Dice']:.3f}", c["stops rising at"] or "-",
+                     c["collapse"] or "never"])
+        answers.append(f"{c['method']} {c['branch']} (seed {c['seed']}) peaks at epoch {c['best epoch']} "
+                       f"({c['best val Dice']:.3f}) and "
+                       + (f"falls below half of it at epoch {c['collapse']} ({c['last val Dice']:.3f} at epoch "
+                          f"{c['epochs']})" if c["collapse"] else
+                          f"keeps at least half of it to epoch {c['epochs']} ({c['last val Dice']:.3f})"))
     return ["#### The authors' learning rate on the binary LV task", "",
             "At lr 1e-3 the KL and KL + Ent students of the binary LV task collapse under the authors' recipe: "
             "their best validation epoch is among the first few and their last-epoch Dice is near 0 (1.2). "

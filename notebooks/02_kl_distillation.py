@@ -295,16 +295,11 @@ print(format_table(recipe_rows, ["field", "what it sets", *RECIPE_COLUMNS]))
 # %%
 # NBVAL_CHECK_OUTPUT
 # Read from a committed file, so it prints the same on every machine.
-from mixseg_lite.reproduction import collapse_epoch, lv_curves
+from mixseg_lite.reproduction import lv_curve_summaries
 
 lv_file = committed_results("mixed_convergence_cardiac_lv")
-lv_rows = []
-for (lv_recipe, lv_lr, lv_method, lv_seed, lv_branch), lv_dice in lv_curves(lv_file.parents[1]).items():
-    lv_best = max(range(len(lv_dice)), key=lambda i: lv_dice[i])
-    lv_rows.append({"row": f"{NAMES.get(lv_method, lv_method)} {lv_branch}", "recipe": lv_recipe, "lr": lv_lr,
-                    "seed": lv_seed, "epochs": len(lv_dice), "best epoch": lv_best + 1,
-                    "best val Dice": lv_dice[lv_best], "last val Dice": lv_dice[-1],
-                    "collapse": collapse_epoch(lv_dice) or "never"})
+lv_rows = [{**c, "row": f"{NAMES.get(c['method'], c['method'])} {c['branch']}", "collapse": c["collapse"] or "never"}
+           for c in lv_curve_summaries(lv_file.parents[1])]
 print("binary LV, epochs of 12 steps (results/mixed_convergence_cardiac_lv.csv)")
 print(format_table(lv_rows, ["row", "recipe", "lr", "seed", "epochs", "best epoch", "best val Dice", "last val Dice",
                              "collapse"]))
