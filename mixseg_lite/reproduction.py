@@ -474,15 +474,16 @@ def lv_collapse_rows(root: Path = ROOT) -> list[dict[str, Any]]:
     epoch's, and on how many seeds the last is below half the best (the test-set counterpart of
     :func:`collapse_epoch`: the structure learnt and then lost). Report 1.1 and notebook 02 print it."""
     summaries = []
+    authors = _rows(LV_SWEEP, {"recipe": "authors"}, root) if _committed(LV_SWEEP, root) else []
     for lr in ("0.001", "0.0001"):
-        rows = _rows(LV_SWEEP, {"recipe": "authors", "learning_rate": lr}, root) if _committed(LV_SWEEP, root) else []
         for method, branch, label in LV_ROWS:
-            picked = [r for r in rows if r["method"] == method and r["branch"] == branch]
+            picked = [r for r in authors if (r["learning_rate"], r["method"], r["branch"]) == (lr, method, branch)]
             if not picked:
                 continue
             epochs = [int(_float(r["best_epoch"])) for r in picked]
             best, last = [_float(r["dice"]) for r in picked], [_float(r["dice_last"]) for r in picked]
             summaries.append({"lr": f"{float(lr):g}", "row": label, "seeds": len(picked), "epochs": picked[0]["epochs"],
+                              "mean best epoch": statistics.fmean(epochs),
                               "best epoch": f"{statistics.fmean(epochs):.0f} ({min(epochs)}-{max(epochs)})",
                               "Dice, best epoch": statistics.fmean(best), "Dice, last epoch": statistics.fmean(last),
                               "last < half of best": f"{sum(b_last < 0.5 * b for b, b_last in zip(best, last))}/{len(picked)}"})
@@ -532,12 +533,12 @@ def _lv_answer(collapse: list[dict[str, Any]], settled: list[PairedDifference]) 
     def peak(lr: str) -> str:
         kl, kl_ent = row[(lr, "KL student")], row[(lr, "KL+Ent student")]
         return (f"{kl['Dice, best epoch']:.3f} and {kl_ent['Dice, best epoch']:.3f} at their best validation epoch "
-                f"({kl['best epoch'].split()[0]} and {kl_ent['best epoch'].split()[0]} of {kl['epochs']} on average), "
+                f"({kl['mean best epoch']:.0f} and {kl_ent['mean best epoch']:.0f} of {kl['epochs']} on average), "
                 f"against {row[(lr, 'lower bound')]['Dice, best epoch']:.3f} for the lower bound")
 
     bound = next((d for d in settled if d.claim.startswith("student > lower bound")), None)
-    mean_epoch = {key: float(c["best epoch"].split()[0]) for key, c in row.items()}
-    later = all(mean_epoch[("0.0001", r)] > mean_epoch[("0.001", r)] for r in ("KL student", "KL+Ent student"))
+    later = all(row[("0.0001", r)]["mean best epoch"] > row[("0.001", r)]["mean best epoch"]
+                for r in ("KL student", "KL+Ent student"))
     stays = bound is not None and bound.verdict == "opposite"
     return (f"**Answer** ({row[('0.0001', 'KL student')]['seeds']} seeds): at lr 1e-4 the KL and KL + Ent students reach "
             f"{peak('0.0001')}; at 1e-3, {peak('0.001')} (epochs of the same 12 steps). "
